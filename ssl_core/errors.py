@@ -1,0 +1,27 @@
+"""Errors the CLI turns into a one-line message and an exit code (never a traceback)."""
+
+from __future__ import annotations
+
+
+class SslrunError(Exception):
+    """Base class: the message is shown to the user as one line."""
+
+    exit_code = 1
+
+
+class RecipeError(SslrunError):
+    """A recipe, override or command-line argument is invalid (exit 2)."""
+
+    exit_code = 2
+
+
+class DataError(SslrunError):
+    """A dataset is missing, corrupted or does not fit the recipe (exit 2)."""
+
+    exit_code = 2
+
+
+class TrainingError(SslrunError):
+    """Training failed: a plugin raised, a loss went non-finite, I/O failed (exit 1)."""
+
+    exit_code = 1

@@ -1,0 +1,137 @@
+"""One training run's objects, built from a resolved recipe and handed to every hook."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssl_core.data import SplitData, resolve_data_root, split_dataset
+from ssl_core.distributed import World
+from ssl_core.errors import RecipeError
+from ssl_core.optim import build_optimizer
+from ssl_core.plugin import PluginSettings
+from ssl_core.plugin_manager import ActivePlugins, Catalogue
+from ssl_core.spec import Recipe, ResolvedRecipe
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any], /) -> Any: ...
+
+
+class Run:
+    """Everything a plugin may touch: recipe, data, model, optimizer, output folder.
+
+    ``model`` is the module to call for training forwards (wrapped for data-parallel
+    training under torchrun); ``classifier`` is always the bare module (use it for
+    passes that must not take part in gradient synchronisation). Plugins that own
+    stateful objects hand them to :meth:`register_state`; the core checkpoints them.
+    """
+
+    def __init__(
+        self,
+        resolved: ResolvedRecipe,
+        data: SplitData,
+        classifier: nn.Module,
+        device: torch.device,
+        out_dir: Path | None,
+        world: World,
+        plugins: ActivePlugins,
+    ) -> None:
+        self.resolved = resolved
+        self.recipe: Recipe = resolved.recipe
+        self.data = data
+        self.classifier = classifier
+        self.model: nn.Module = world.wrap(classifier)
+        self.device = device
+        self.out_dir = out_dir
+        self.world = world
+        self.plugins = plugins
+        self.optimizer = build_optimizer(classifier, self.recipe.optim)
+        self.epoch = 0
+        self.states: dict[str, Stateful] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    def settings(self, plugin: str) -> PluginSettings:
+        return self.resolved.plugin_settings[plugin]
+
+    def register_state(self, name: str, obj: Stateful) -> None:
+        """Checkpoint ``obj`` (a module, an optimizer, a schedule) under ``name``."""
+        if name in self.states and self.states[name] is not obj:
+            raise ValueError(f"state '{name}' is registered twice")
+        self.states[name] = obj
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("train.device: 'cuda' requested but no CUDA device is available")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def load_data(resolved: ResolvedRecipe, catalogue: Catalogue, data_dir: str | None) -> SplitData:
+    spec = resolved.recipe.data
+    provider = catalogue.datasets[spec.name]()
+    root = resolve_data_root(data_dir, spec.root)
+    dataset = provider.load(resolved.data_settings, root)
+    return split_dataset(dataset, spec.labels, spec.validation, resolved.recipe.seed)
+
+
+def build_classifier(
+    resolved: ResolvedRecipe, catalogue: Catalogue, data: SplitData
+) -> nn.Module:
+    provider = catalogue.models[resolved.recipe.model.name]()
+    return provider.build(resolved.model_settings, data.input_shape, data.num_classes)
+
+
+def build_run(
+    resolved: ResolvedRecipe,
+    catalogue: Catalogue,
+    out_dir: Path | None = None,
+    data_dir: str | None = None,
+    world: World | None = None,
+    data: SplitData | None = None,
+) -> Run:
+    """Seed, load data, build the model and instantiate the enabled plugins, in order."""
+    recipe = resolved.recipe
+    world = world or World.single()
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    seed_everything(recipe.seed)
+    device = world.device or pick_device(recipe.train.device)
+    if data is None:
+        data = load_data(resolved, catalogue, data_dir)
+    classifier = build_classifier(resolved, catalogue, data).to(device)
+    instances = [
+        catalogue.plugins[name](resolved.plugin_settings[name])
+        for name in resolved.enabled_plugins
+    ]
+    active = ActivePlugins(catalogue.pm, instances)
+    data = _to_device(data, device)
+    return Run(resolved, data, classifier, device, out_dir, world, active)
+
+
+def _to_device(data: SplitData, device: torch.device) -> SplitData:
+    if device.type == "cpu":
+        return data
+    fields = {
+        name: value.to(device) if isinstance(value, torch.Tensor) else value
+        for name, value in vars(data).items()
+    }
+    return SplitData(**fields)

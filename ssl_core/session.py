@@ -1,0 +1,63 @@
+"""From a recipe file to a finished run folder; from a run folder to an evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ssl_core.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ssl_core.errors import RecipeError, TrainingError
+from ssl_core.loop import evaluate, train
+from ssl_core.outputs import RECIPE_NAME, atomic_write_text, create_run_dir, default_run_dir
+from ssl_core.plugin_manager import Catalogue
+from ssl_core.progress import Reporter, RichReporter
+from ssl_core.run import build_classifier, build_run, load_data
+from ssl_core.spec import dump_toml, load_recipe, validate_recipe
+
+
+def run_recipe(
+    recipe_path: Path,
+    catalogue: Catalogue,
+    overrides: Sequence[str] = (),
+    disable: Sequence[str] = (),
+    out: Path | None = None,
+    data_dir: str | None = None,
+    resume: Path | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Validate, prepare the run folder, train; return the summary."""
+    resolved = load_recipe(recipe_path, catalogue, overrides, disable)
+    if resume is not None:
+        if out is not None and out != resume:
+            raise RecipeError("--out and --resume name different folders; give one")
+        if not (resume / CHECKPOINT_NAME).is_file():
+            raise RecipeError(f"--resume {resume}: no {CHECKPOINT_NAME} there")
+        run_dir = resume
+    else:
+        run_dir = create_run_dir(out or default_run_dir(resolved.recipe.name))
+        atomic_write_text(run_dir / RECIPE_NAME, dump_toml(resolved.to_dict()))
+    run = build_run(resolved, catalogue, out_dir=run_dir, data_dir=data_dir)
+    reporter: Reporter = Reporter() if quiet else RichReporter()
+    reporter.message(f"run folder: {run_dir}")
+    try:
+        return train(run, reporter, resume=resume is not None)
+    finally:
+        run.plugins.unregister()
+
+
+def evaluate_run(run_dir: Path, catalogue: Catalogue, data_dir: str | None) -> dict[str, Any]:
+    """Rebuild the run's model from its recipe and checkpoint; report test accuracy."""
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        raise RecipeError(f"{run_dir}: no {CHECKPOINT_NAME} (is this a run folder?)")
+    try:
+        state = load_checkpoint(checkpoint)
+    except Exception as exc:
+        raise TrainingError(f"{checkpoint}: unreadable checkpoint ({type(exc).__name__})") from None
+    resolved = validate_recipe(state["recipe"], catalogue, source=str(checkpoint))
+    data = load_data(resolved, catalogue, data_dir)
+    model = build_classifier(resolved, catalogue, data)
+    model.load_state_dict(state["states"]["classifier"])
+    accuracy = evaluate(model, data.test_x, data.test_y, resolved.recipe.train.eval_batch)
+    return {"run": str(run_dir), "epochs_done": state["epochs_done"], "test_acc": accuracy}
