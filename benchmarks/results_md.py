@@ -50,11 +50,12 @@ def provenance() -> str:
 def write_section(name: str, title: str, body: str, path: Path = RESULTS) -> None:
     """Replace (or append) section ``name`` of ``docs/results.md``."""
     block = (
-        f"<!-- BEGIN {name} -->\n## {title}\n\n{provenance()}\n{body.rstrip()}\n"
-        f"<!-- END {name} -->"
+        f"<!-- BEGIN {name} -->\n## {title}\n\n{provenance()}\n{body.rstrip()}\n<!-- END {name} -->"
     )
     text = path.read_text() if path.exists() else HEADER
-    pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
+    pattern = re.compile(
+        rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S
+    )
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
     else:

@@ -82,7 +82,11 @@ CNN_WIDTHS = {
 
 
 def _conv(cin: int, cout: int, kernel: int, padding: int, slope: float) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, kernel, padding=padding), nn.BatchNorm2d(cout), nn.LeakyReLU(slope)]
+    return [
+        nn.Conv2d(cin, cout, kernel, padding=padding),
+        nn.BatchNorm2d(cout),
+        nn.LeakyReLU(slope),
+    ]
 
 
 class CNN13(nn.Module):
@@ -129,7 +133,9 @@ class Cnn13Provider(ModelProvider):
     ) -> nn.Module:
         assert isinstance(settings, CnnSettings)
         if len(input_shape) != 3:
-            raise ValueError(f"model cnn13 needs (C, H, W) images, the data has shape {input_shape}")
+            raise ValueError(
+                f"model cnn13 needs (C, H, W) images, the data has shape {input_shape}"
+            )
         widths = CNN_WIDTHS[settings.widths]
         return CNN13(input_shape[0], num_classes, widths, settings.dropout, settings.leaky_slope)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,11 +29,11 @@ console = Console()
 err_console = Console(stderr=True)
 
 SetOption = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", help="override a recipe key: dotted.key=TOML-value (repeatable)"),
 ]
 DisableOption = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--disable", help="switch off the named plugin (repeatable)"),
 ]
 
@@ -50,11 +50,11 @@ def train(
     recipe: Annotated[Path, typer.Argument(help="recipe TOML file")],
     set_: SetOption = None,
     disable: DisableOption = None,
-    seed: Annotated[Optional[int], typer.Option(help="shorthand for --set seed=N")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="run folder (default runs/NAME-TIME)")] = None,
-    data_dir: Annotated[Optional[str], typer.Option(help="data folder")] = None,
+    seed: Annotated[int | None, typer.Option(help="shorthand for --set seed=N")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default runs/NAME-TIME)")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="data folder")] = None,
     resume: Annotated[
-        Optional[Path], typer.Option(help="continue the run in this folder from its checkpoint")
+        Path | None, typer.Option(help="continue the run in this folder from its checkpoint")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress display")] = False,
 ) -> None:
@@ -117,8 +117,9 @@ def plugins() -> None:
             table.add_row(kind, name, package, versions.get(package, "-"), hooks)
     for module in catalogue.modules:
         if module.error:
-            table.add_row("broken", module.entry_point, module.distribution, module.version,
-                          module.error)
+            table.add_row(
+                "broken", module.entry_point, module.distribution, module.version, module.error
+            )
     console.print(table)
 
 
@@ -134,7 +135,7 @@ def implemented_hooks(component: type) -> list[str]:
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a run folder holding checkpoint.pt")],
-    data_dir: Annotated[Optional[str], typer.Option(help="data folder")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="data folder")] = None,
 ) -> None:
     """Test accuracy of a run folder's checkpoint, on the recipe's test set."""
     from ssl_core.session import evaluate_run
@@ -183,4 +184,3 @@ def _fail(message: str, code: int) -> None:
     first_line = " ".join(message.split())
     print(f"error: {first_line}", file=sys.stderr)
     sys.exit(code)
-

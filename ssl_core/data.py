@@ -75,9 +75,7 @@ def split_dataset(dataset: ImageDataset, labels: int, validation: int, seed: int
             f" (use a multiple of {k})"
         )
     if validation >= n_train:
-        raise DataError(
-            f"data.validation: {validation} exceeds the {n_train} training examples"
-        )
+        raise DataError(f"data.validation: {validation} exceeds the {n_train} training examples")
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n_train, generator=generator)
     val_idx, pool = order[:validation], order[validation:]

@@ -33,7 +33,8 @@ passed to the batch hooks (``batch.shared``), never through module globals.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

@@ -119,7 +119,9 @@ class Catalogue:
         """Register a plugin module; its catalogue hooks run now (historic replay)."""
         self.modules.append(record)
         training_hooks = sorted(
-            name for name in dir(module) if name in TRAINING_HOOKS and callable(getattr(module, name))
+            name
+            for name in dir(module)
+            if name in TRAINING_HOOKS and callable(getattr(module, name))
         )
         if training_hooks:
             raise TypeError(
@@ -156,13 +158,18 @@ class ActivePlugins:
         self.pm = pm
         self.ordered = order_plugins(plugins)
         for plugin in self.ordered:
-            pm.register(plugin, name=f"plugin:{plugin.name}")
-        pm.check_pending()
+            try:
+                pm.register(plugin, name=f"plugin:{plugin.name}")
+                pm.check_pending()
+            except pluggy.PluginValidationError as exc:
+                self.unregister()
+                raise TrainingError(f"plugin '{plugin.name}' is invalid: {exc}") from None
         self.hook = pm.hook
 
     def unregister(self) -> None:
         for plugin in self.ordered:
-            self.pm.unregister(plugin)
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
 
     def call(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Call a training hook on every enabled plugin; a plugin's error names it."""

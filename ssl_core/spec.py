@@ -181,12 +181,8 @@ def validate_recipe(raw: dict[str, Any], catalogue: Catalogue, source: str) -> R
             plugin_cls.Settings, table, source, f"plugins.{name}"
         )
 
-    data_settings = _provider_settings(
-        catalogue.datasets, "data", recipe.data, DataSpec, source
-    )
-    model_settings = _provider_settings(
-        catalogue.models, "model", recipe.model, ModelSpec, source
-    )
+    data_settings = _provider_settings(catalogue.datasets, "data", recipe.data, DataSpec, source)
+    model_settings = _provider_settings(catalogue.models, "model", recipe.model, ModelSpec, source)
     return ResolvedRecipe(recipe, plugin_settings, data_settings, model_settings, source)
 
 
@@ -208,9 +204,7 @@ def _provider_settings(
         raise RecipeError(_first_error(exc, source, provider.Settings, section, known)) from None
 
 
-def _validate_section(
-    model: type[BaseModel], table: Any, source: str, prefix: str
-) -> Any:
+def _validate_section(model: type[BaseModel], table: Any, source: str, prefix: str) -> Any:
     if not isinstance(table, dict):
         raise RecipeError(f"{source}: {prefix}: expected a table, got {type(table).__name__}")
     try:

@@ -1,0 +1,61 @@
+"""Shared test fixtures: the installed catalogue and tiny in-memory data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from ssl_core.data import ImageDataset
+from ssl_core.plugin_manager import Catalogue
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = REPO / "recipes"
+
+
+@pytest.fixture(scope="session")
+def catalogue() -> Catalogue:
+    return Catalogue.discover()
+
+
+def tiny_dataset(
+    n_train: int = 60, n_test: int = 30, classes: int = 3, dim: int = 4
+) -> ImageDataset:
+    """Gaussian blobs, one per class, so a few steps of training already learn something."""
+    generator = torch.Generator().manual_seed(0)
+    centers = 3 * torch.randn(classes, dim, generator=generator)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(n) % classes
+        return centers[y] + torch.randn(n, dim, generator=generator), y
+
+    train_x, train_y = draw(n_train)
+    test_x, test_y = draw(n_test)
+    return ImageDataset("tiny", train_x, train_y, test_x, test_y, classes)
+
+
+def tiny_recipe(**sections: Any) -> dict[str, Any]:
+    """A raw recipe dict for a few quick steps on the 2-D moons set with a small MLP."""
+    recipe: dict[str, Any] = {
+        "name": "tiny",
+        "seed": 3,
+        "data": {"name": "moons", "labels": 8, "train_size": 200, "test_size": 100},
+        "model": {"name": "mlp", "hidden": [16]},
+        "train": {
+            "epochs": 2,
+            "iterations_per_epoch": 3,
+            "labeled_batch": 8,
+            "unlabeled_batch": 32,
+            "eval_batch": 100,
+        },
+        "optim": {"lr": 0.01, "schedule": "constant"},
+        "plugins": {"supervised": {}},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(recipe.get(key), dict):
+            recipe[key] = {**recipe[key], **value}
+        else:
+            recipe[key] = value
+    return recipe

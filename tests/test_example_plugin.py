@@ -1,0 +1,91 @@
+"""The tutorial's third-party plugin, installed as a package and found through its entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO, tiny_recipe
+
+EXAMPLE = REPO / "examples" / "sslrun-pseudo-label"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> dict[str, str]:
+    """Install the example into a private folder; return an environment that sees it."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    path = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "COLUMNS": "200"}
+
+
+def sslrun(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from ssl_core.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_installed_plugin_is_listed(installed):
+    result = sslrun(installed, "plugins")
+    assert result.returncode == 0, result.stderr
+    assert "pseudo_label" in result.stdout and "sslrun-pseudo-label" in result.stdout
+
+
+def test_installed_plugin_trains_through_its_entry_point(installed, tmp_path):
+    from ssl_core.spec import dump_toml
+
+    recipe = tmp_path / "r.toml"
+    plugins = {"supervised": {}, "pseudo_label": {"threshold": 0.5}}
+    recipe.write_text(dump_toml(tiny_recipe(plugins=plugins)))
+    result = sslrun(installed, str(recipe), "--out", str(tmp_path / "run"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all("pseudo_ce" in r and "pseudo_labeled" in r for r in records)
+    assert records[-1]["pseudo_labeled"] > 0  # confident points were pseudo-labelled
+
+
+def test_escape_variable_hides_the_plugin(installed, tmp_path):
+    env = {**installed, "SSLRUN_NO_THIRD_PARTY_PLUGINS": "1"}
+    assert "pseudo_label" not in sslrun(env, "plugins").stdout
+    from ssl_core.spec import dump_toml
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(dump_toml(tiny_recipe(plugins={"supervised": {}, "pseudo_label": {}})))
+    result = sslrun(env, "validate", str(recipe))
+    assert result.returncode == 2 and "unknown plugin 'pseudo_label'" in result.stderr
+
+
+def test_plugin_settings_are_validated_by_the_plugin(installed, tmp_path):
+    from ssl_core.spec import dump_toml
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(dump_toml(tiny_recipe(plugins={"pseudo_label": {"threshold": 2}})))
+    result = sslrun(installed, "validate", str(recipe))
+    assert result.returncode == 2
+    assert (
+        "plugins.pseudo_label.threshold: Input should be less than or equal to 1" in result.stderr
+    )

@@ -1,0 +1,157 @@
+"""Recipe validation: good recipes, unknown keys, wrong types, overrides, round trips."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ssl_core.errors import RecipeError
+from ssl_core.spec import apply_override, dump_toml, load_recipe, parse_literal, validate_recipe
+
+from .conftest import RECIPES, tiny_recipe
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.toml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_recipe_fills_defaults(catalogue):
+    resolved = validate_recipe(tiny_recipe(), catalogue, source="r.toml")
+    assert resolved.recipe.train.epochs == 2
+    assert resolved.recipe.optim.beta2 == 0.999
+    assert resolved.enabled_plugins == ["supervised"]
+    assert resolved.plugin_settings["supervised"].weight == 1.0
+    assert resolved.data_settings.train_size == 200
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_validates(catalogue, path):
+    resolved = load_recipe(path, catalogue)
+    assert resolved.enabled_plugins
+
+
+def test_unknown_top_level_key_suggests_the_right_one(catalogue):
+    raw = tiny_recipe()
+    raw["trian"] = {"epochs": 1}
+    with pytest.raises(
+        RecipeError, match=r"^r.toml: trian: unknown key \(did you mean 'train'\?\)"
+    ):
+        validate_recipe(raw, catalogue, source="r.toml")
+
+
+def test_unknown_nested_key_names_its_path(catalogue):
+    raw = tiny_recipe(train={"epoch": 3})
+    with pytest.raises(RecipeError, match=r"train.epoch: unknown key \(did you mean 'epochs'\?\)"):
+        validate_recipe(raw, catalogue, source="r.toml")
+
+
+def test_unknown_plugin_key_is_validated_by_the_plugin(catalogue):
+    raw = tiny_recipe(plugins={"supervised": {"wieght": 2.0}})
+    with pytest.raises(RecipeError, match=r"plugins.supervised.wieght: unknown key .*'weight'"):
+        validate_recipe(raw, catalogue, source="r.toml")
+
+
+def test_unknown_dataset_key_is_validated_by_the_dataset(catalogue):
+    raw = tiny_recipe(data={"nosie": 0.2})
+    with pytest.raises(RecipeError, match=r"data.nosie: unknown key \(did you mean 'noise'\?\)"):
+        validate_recipe(raw, catalogue, source="r.toml")
+
+
+def test_unknown_plugin_is_refused_with_suggestion(catalogue):
+    raw = tiny_recipe(plugins={"supervized": {}})
+    with pytest.raises(RecipeError, match=r"plugins.supervized: unknown plugin .*'supervised'"):
+        validate_recipe(raw, catalogue, source="r.toml")
+
+
+def test_unknown_model_is_refused(catalogue):
+    with pytest.raises(RecipeError, match=r"model.name: unknown model 'mpl' \(did you mean 'mlp'"):
+        validate_recipe(tiny_recipe(model={"name": "mpl"}), catalogue, source="r.toml")
+
+
+def test_wrong_type_names_key_and_value(catalogue):
+    raw = tiny_recipe(train={"epochs": "many"})
+    with pytest.raises(RecipeError, match=r"train.epochs: .*integer.*'many'"):
+        validate_recipe(raw, catalogue, source="r.toml")
+
+
+@pytest.mark.parametrize("key", ["epochs", "iterations_per_epoch", "labeled_batch"])
+def test_zero_and_negative_sizes_are_refused(catalogue, key):
+    for value in (0, -1):
+        with pytest.raises(RecipeError, match=rf"train.{key}: .*greater than 0"):
+            validate_recipe(tiny_recipe(train={key: value}), catalogue, source="r.toml")
+
+
+def test_override_sets_nested_values_as_toml_literals(tmp_path, catalogue):
+    path = write(tmp_path, dump_toml(tiny_recipe()))
+    resolved = load_recipe(
+        path,
+        catalogue,
+        overrides=["train.epochs=5", "optim.lr=1e-3", "model.hidden=[8, 4]", "name=other"],
+    )
+    assert resolved.recipe.train.epochs == 5
+    assert resolved.recipe.optim.lr == 1e-3
+    assert resolved.model_settings.hidden == [8, 4]
+    assert resolved.recipe.name == "other"
+
+
+def test_override_errors_are_validated_like_the_file(tmp_path, catalogue):
+    path = write(tmp_path, dump_toml(tiny_recipe()))
+    with pytest.raises(RecipeError, match=r"train.epochs: .*greater than 0"):
+        load_recipe(path, catalogue, overrides=["train.epochs=0"])
+    with pytest.raises(RecipeError, match=r"--set train.epochs: expected KEY=VALUE"):
+        load_recipe(path, catalogue, overrides=["train.epochs"])
+    with pytest.raises(RecipeError, match=r"'name' is a value, not a table"):
+        load_recipe(path, catalogue, overrides=["name.x=1"])
+    with pytest.raises(RecipeError, match=r"not a TOML literal"):
+        load_recipe(path, catalogue, overrides=["optim.lr=[1,"])
+
+
+def test_disable_switches_a_plugin_off_and_refuses_unknown_names(tmp_path, catalogue):
+    path = write(tmp_path, dump_toml(tiny_recipe()))
+    resolved = load_recipe(path, catalogue, disable=["supervised"])
+    assert resolved.enabled_plugins == []
+    assert resolved.plugin_settings["supervised"].enabled is False
+    with pytest.raises(RecipeError, match=r"--disable supervize: .*did you mean 'supervised'"):
+        load_recipe(path, catalogue, disable=["supervize"])
+
+
+def test_disabling_is_also_one_line_in_the_recipe(catalogue):
+    raw = tiny_recipe(plugins={"supervised": {"enabled": False}})
+    assert validate_recipe(raw, catalogue, source="r.toml").enabled_plugins == []
+
+
+def test_malformed_toml_is_one_line(tmp_path, catalogue):
+    path = write(tmp_path, "name = \n[train")
+    with pytest.raises(RecipeError, match=r"recipe.toml: malformed TOML") as info:
+        load_recipe(path, catalogue)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file(tmp_path, catalogue):
+    with pytest.raises(RecipeError, match=r"recipe file not found"):
+        load_recipe(tmp_path / "nope.toml", catalogue)
+
+
+def test_resolved_recipe_round_trips_through_toml(catalogue):
+    resolved = validate_recipe(tiny_recipe(), catalogue, source="r.toml")
+    text = dump_toml(resolved.to_dict())
+    again = validate_recipe(tomllib.loads(text), catalogue, source="again.toml")
+    assert again.to_dict() == resolved.to_dict()
+
+
+def test_parse_literal_accepts_toml_and_bare_words():
+    assert parse_literal("1.5") == 1.5
+    assert parse_literal("true") is True
+    assert parse_literal('"x y"') == "x y"
+    assert parse_literal("sign_corrected") == "sign_corrected"
+    assert parse_literal("[1, 2]") == [1, 2]
+
+
+def test_apply_override_creates_tables():
+    raw: dict = {}
+    apply_override(raw, "plugins.vat.eps=2", where="w")
+    assert raw == {"plugins": {"vat": {"eps": 2}}}
