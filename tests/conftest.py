@@ -37,7 +37,10 @@ def tiny_dataset(
 
 
 def tiny_recipe(**sections: Any) -> dict[str, Any]:
-    """A raw recipe dict for a few quick steps on the 2-D moons set with a small MLP."""
+    """A raw recipe dict for a few quick steps on the 2-D moons set with a small MLP.
+
+    Sections given as keyword arguments update the defaults; ``plugins`` replaces them.
+    """
     recipe: dict[str, Any] = {
         "name": "tiny",
         "seed": 3,
@@ -54,7 +57,7 @@ def tiny_recipe(**sections: Any) -> dict[str, Any]:
         "plugins": {"supervised": {}},
     }
     for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(recipe.get(key), dict):
+        if key != "plugins" and isinstance(value, dict) and isinstance(recipe.get(key), dict):
             recipe[key] = {**recipe[key], **value}
         else:
             recipe[key] = value

@@ -42,13 +42,13 @@ def test_conditional_entropy_is_the_k_class_entropy():
 
 
 def test_probabilities_of_k_plus_1_classes_sum_to_one():
-    g = torch.randn(5, 4, dtype=torch.float64)
+    g = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     real = torch.exp(-not_fake_loss(g))
     assert (real + log_prob_fake(g).exp()).tolist() == pytest.approx([1.0] * 5)
 
 
 def test_entropy_identity_links_the_three_terms():
-    g = torch.randn(6, 3, dtype=torch.float64)
+    g = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     real = torch.exp(-not_fake_loss(g))
     expected = real * (not_fake_loss(g) + conditional_entropy(g))
     assert torch.allclose(true_entropy_loss(g), expected)
@@ -71,3 +71,26 @@ def test_terms_stay_finite_for_extreme_logits(scale):
     )
     total.backward()
     assert torch.isfinite(total) and torch.isfinite(g.grad).all()
+
+
+def test_terms_match_an_explicit_k_plus_1_softmax_with_fake_logit_zero():
+    g = torch.randn(5, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    log_p = torch.log_softmax(torch.cat([g, torch.zeros(5, 1, dtype=g.dtype)], dim=1), dim=1)
+    p = log_p.exp()
+    torch.testing.assert_close(log_prob_fake(g), log_p[:, -1])
+    torch.testing.assert_close(not_fake_loss(g), -torch.log(p[:, :-1].sum(1)))
+    torch.testing.assert_close(true_entropy_loss(g), -(p[:, :-1] * log_p[:, :-1]).sum(1))
+    torch.testing.assert_close(fake_loss(g) - not_fake_loss(g), torch.logsumexp(g, dim=1))
+
+
+def test_extreme_logits_give_the_limiting_values():
+    # g = +1000 everywhere: real with certainty, fake loss ~ 1000 + log K, L_true -> log K.
+    high = torch.full((1, 2), 1000.0)
+    torch.testing.assert_close(fake_loss(high), torch.tensor([1000.0 + math.log(2)]))
+    torch.testing.assert_close(not_fake_loss(high), torch.tensor([0.0]))
+    torch.testing.assert_close(true_entropy_loss(high), torch.tensor([math.log(2)]))
+    # g = -1000 everywhere: fake with certainty, the degenerate minimum L_true = 0.
+    low = torch.full((1, 2), -1000.0)
+    torch.testing.assert_close(fake_loss(low), torch.tensor([0.0]))
+    torch.testing.assert_close(not_fake_loss(low), torch.tensor([1000.0 - math.log(2)]))
+    torch.testing.assert_close(true_entropy_loss(low), torch.tensor([0.0]))
