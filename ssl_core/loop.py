@@ -1,29 +1,27 @@
 """The training loop. It knows no method: every loss term comes from a plugin.
 
 Read :func:`train` top to bottom; the hooks it calls are documented in
-:mod:`ssl_core.hookspecs`.
+:mod:`ssl_core.hookspecs`, checkpoints and resuming in :mod:`ssl_core.checkpoint`,
+the data-parallel adapter in :mod:`ssl_core.distributed`.
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from types import FrameType, TracebackType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ssl_core.checkpoint import (
-    CHECKPOINT_NAME,
-    atomic_torch_save,
-    load_checkpoint,
-    rng_state,
-    set_rng_state,
-)
+from ssl_core.checkpoint import Checkpoint, Position, read_checkpoint, save_checkpoint
 from ssl_core.context import BatchContext
 from ssl_core.data import EpochlessSampler
-from ssl_core.errors import TrainingError
+from ssl_core.errors import SslrunError, TrainingError
 from ssl_core.optim import apply_hyperparameters, epoch_hyperparameters
 from ssl_core.outputs import METRICS_NAME, SUMMARY_NAME, MetricsLog, write_summary
 from ssl_core.progress import Reporter
@@ -31,87 +29,120 @@ from ssl_core.run import Run
 
 
 def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> dict[str, Any]:
-    """Run the recipe's epochs (continuing from the run folder's checkpoint if ``resume``)."""
+    """Run the recipe's epochs (continuing from the run folder's checkpoint if ``resume``).
+
+    SIGINT or SIGTERM finishes the current step, checkpoints (mid-epoch if need be),
+    writes the summary and raises :class:`TrainingInterrupted`.
+    """
     reporter = reporter or Reporter()
     spec = run.recipe.train
-    data = run.data
-    labeled = EpochlessSampler(len(data.labeled_y), spec.labeled_batch, run.recipe.seed + 1)
-    unlabeled = EpochlessSampler(len(data.unlabeled_x), spec.unlabeled_batch, run.recipe.seed + 2)
+    world, data = run.world, run.data
+    # One global batch of indices per step, identical on every rank; each keeps its slice.
+    labeled = EpochlessSampler(
+        len(data.labeled_y), spec.labeled_batch * world.size, run.recipe.seed + 1
+    )
+    unlabeled = EpochlessSampler(
+        len(data.unlabeled_x), spec.unlabeled_batch * world.size, run.recipe.seed + 2
+    )
     run.register_state("classifier", run.classifier)
     run.register_state("optimizer", run.optimizer)
     run.register_state("labeled_sampler", labeled)
     run.register_state("unlabeled_sampler", unlabeled)
     run.plugins.call("sslrun_setup", run=run)
 
-    log = MetricsLog(run.out_dir / METRICS_NAME) if run.out_dir else None
-    first_epoch = restore(run, log) if resume else 0
-    history = log.read() if log else []
-    reporter.start(run.recipe.name, spec.epochs, spec.iterations_per_epoch, first_epoch)
+    log = MetricsLog(run.out_dir / METRICS_NAME) if run.out_dir and world.is_main else None
+    saved: Checkpoint | None = read_checkpoint(run) if resume else None
+    start = saved.position if saved else Position()
+    history: list[dict[str, Any]] = saved.history if saved else []
+    if saved is not None:
+        if log is not None:
+            log.rewrite(history)
+        if not start.mid_epoch:  # taken before this epoch's sslrun_epoch_start
+            saved.apply(run)
+    reporter.start(run.recipe.name, spec.epochs, spec.iterations_per_epoch, start.epoch)
     started = time.perf_counter()
-    global_step = first_epoch * spec.iterations_per_epoch
+    global_step = start.global_step
 
-    for epoch in range(first_epoch, spec.epochs):
-        run.epoch = epoch
-        lr, beta1 = epoch_hyperparameters(run.recipe.optim, epoch, spec.epochs)
-        apply_hyperparameters(run.optimizer, lr, beta1)
-        run.plugins.call("sslrun_epoch_start", run=run, epoch=epoch)
-        run.classifier.train()
-        sums: dict[str, Tensor | float] = {}
-        epoch_started = time.perf_counter()
+    with StopSignals() as stop:
+        for epoch in range(start.epoch, spec.epochs):
+            run.epoch = epoch
+            lr, beta1 = epoch_hyperparameters(run.recipe.optim, epoch, spec.epochs)
+            apply_hyperparameters(run.optimizer, lr, beta1)
+            run.plugins.call("sslrun_epoch_start", run=run, epoch=epoch)
+            run.classifier.train()
+            tally, first = EpochTally(), 0
+            if saved is not None and start.mid_epoch:  # taken after sslrun_epoch_start
+                saved.apply(run)
+                tally = EpochTally.from_state(saved.rank_state(world.rank), run.device)
+                first = start.iteration
+            saved = None
+            tally.resume_clock()
 
-        for iteration in range(spec.iterations_per_epoch):
-            li, ui = labeled.next_indices(), unlabeled.next_indices()
-            batch = BatchContext(
-                epoch=epoch,
-                iteration=iteration,
-                global_step=global_step,
-                x_labeled=data.labeled_x[li],
-                y_labeled=data.labeled_y[li],
-                x_unlabeled=data.unlabeled_x[ui],
-            )
-            run.plugins.call("sslrun_pre_batch", run=run, batch=batch)
-            terms, owners = collect_losses(run, batch)
-            total = sum(terms.values())
-            if not bool(torch.isfinite(total.detach())):
-                raise TrainingError(nonfinite_message(terms, owners, epoch, iteration))
-            run.optimizer.zero_grad(set_to_none=True)
-            if total.requires_grad:
-                total.backward()
-                run.optimizer.step()
-            run.plugins.call("sslrun_after_step", run=run, batch=batch)
-            for name, value in [*terms.items(), *batch.stats.items()]:
-                sums[name] = sums.get(name, 0.0) + (
-                    value.detach() if isinstance(value, Tensor) else value
+            for iteration in range(first, spec.iterations_per_epoch):
+                li, ui = labeled.next_indices(), unlabeled.next_indices()
+                batch = BatchContext(
+                    epoch=epoch,
+                    iteration=iteration,
+                    global_step=global_step,
+                    x_labeled=data.labeled_x[world.shard(li)],
+                    y_labeled=data.labeled_y[world.shard(li)],
+                    x_unlabeled=data.unlabeled_x[world.shard(ui)],
                 )
-            reporter.batch(epoch, iteration, {k: float(v.detach()) for k, v in terms.items()})
-            global_step += 1
+                stopping = train_step(run, batch, tally, stop)
+                reporter.batch(epoch, iteration, tally.last_terms)
+                global_step += 1
+                done = iteration + 1
+                periodic = spec.checkpoint_every and done % spec.checkpoint_every == 0
+                if done < spec.iterations_per_epoch and (stopping or periodic):
+                    here = Position(epoch, done, global_step)
+                    save_checkpoint(run, here, history, tally.state_dict())
+                    if stopping:
+                        raise interrupted(run, reporter, history, started, stop, here)
 
-        seconds = time.perf_counter() - epoch_started
-        metrics: dict[str, Any] = {"epoch": epoch, "lr": lr}
-        metrics.update({k: float(v) / spec.iterations_per_epoch for k, v in sums.items()})
-        metrics.update(evaluate_split(run, "test", data.test_x, data.test_y))
-        if len(data.val_y):
-            metrics.update(evaluate_split(run, "val", data.val_x, data.val_y))
-        metrics["seconds"] = seconds
-        for plugin, extra in run.plugins.call(
-            "sslrun_epoch_end", run=run, epoch=epoch, metrics=dict(metrics)
-        ):
-            for key, value in (extra or {}).items():
-                if key in metrics:
-                    raise TrainingError(f"plugin '{plugin.name}' returned metric '{key}' twice")
-                metrics[key] = value
-        history.append(metrics)
-        if log is not None and run.world.is_main:
-            log.append(metrics)
-            save_checkpoint(run, epoch + 1)
-        reporter.epoch(metrics)
+            metrics = epoch_metrics(run, epoch, lr, tally)
+            history.append(metrics)
+            if log is not None:
+                log.append(metrics)
+            save_checkpoint(run, Position(epoch + 1, 0, global_step), history, {})
+            reporter.epoch(metrics)
+            if epoch + 1 < spec.epochs and world.any(stop.requested)[0]:
+                here = Position(epoch + 1, 0, global_step)
+                raise interrupted(run, reporter, history, started, stop, here)
 
     summary = summarize(run, history, time.perf_counter() - started)
-    if run.out_dir is not None and run.world.is_main:
+    if run.out_dir is not None and world.is_main:
         write_summary(run.out_dir / SUMMARY_NAME, summary)
     run.plugins.call("sslrun_run_end", run=run, summary=summary)
     reporter.finish(summary)
     return summary
+
+
+def train_step(run: Run, batch: BatchContext, tally: EpochTally, stop: StopSignals) -> bool:
+    """One iteration: hooks, losses, the non-finite check, the classifier's step.
+
+    Returns whether the run must stop after this step (a signal reached any rank).
+    A non-finite sum stops the run with an error naming the term and its plugin, or,
+    with ``train.on_nonfinite = "skip"``, skips the batch (no step, no
+    ``sslrun_after_step``) and counts it. Every rank takes the same decision.
+    """
+    run.plugins.call("sslrun_pre_batch", run=run, batch=batch)
+    terms, owners = collect_losses(run, batch)
+    total = sum(terms.values())
+    assert isinstance(total, Tensor)
+    local_fault = not bool(torch.isfinite(total.detach()))
+    fault, stopping = run.world.any(local_fault, stop.requested)
+    if fault:
+        if run.recipe.train.on_nonfinite == "stop":
+            raise TrainingError(nonfinite_message(terms, owners, batch, run.world.rank))
+        tally.skip()
+        return stopping
+    run.optimizer.zero_grad(set_to_none=True)
+    if total.requires_grad:
+        total.backward()
+        run.optimizer.step()
+    run.plugins.call("sslrun_after_step", run=run, batch=batch)
+    tally.add(terms, batch.stats)
+    return stopping
 
 
 def collect_losses(run: Run, batch: BatchContext) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -124,6 +155,11 @@ def collect_losses(run: Run, batch: BatchContext) -> tuple[dict[str, Tensor], di
                 raise TrainingError(
                     f"loss term '{name}' returned by both '{owners[name]}' and '{plugin.name}'"
                 )
+            if not isinstance(value, Tensor) or value.numel() != 1:
+                raise TrainingError(
+                    f"plugin '{plugin.name}' returned loss term '{name}' that is not a"
+                    " one-element tensor"
+                )
             terms[name] = value
             owners[name] = plugin.name
     if not terms:
@@ -132,19 +168,119 @@ def collect_losses(run: Run, batch: BatchContext) -> tuple[dict[str, Tensor], di
 
 
 def nonfinite_message(
-    terms: dict[str, Tensor], owners: dict[str, str], epoch: int, iteration: int
+    terms: dict[str, Tensor], owners: dict[str, str], batch: BatchContext, rank: int
 ) -> str:
     bad = [name for name, value in terms.items() if not bool(torch.isfinite(value.detach()))]
-    culprit = ", ".join(f"'{name}' of plugin '{owners.get(name, '?')}'" for name in bad)
+    culprit = ", ".join(f"'{name}' of plugin '{owners[name]}'" for name in bad)
+    where = f"epoch {batch.epoch + 1}, iteration {batch.iteration + 1}"
+    if not culprit:
+        return f"non-finite loss on another process at {where}; the last good checkpoint is kept"
+    suffix = f" (rank {rank})" if rank else ""
     return (
-        f"non-finite loss at epoch {epoch + 1}, iteration {iteration + 1}: {culprit};"
-        " the last good checkpoint is kept"
+        f"non-finite loss at {where}{suffix}: {culprit}; the last good checkpoint is kept"
+        ' (train.on_nonfinite = "skip" skips such batches instead)'
     )
 
 
+# --- the epoch's running sums ---------------------------------------------------------
+
+
+@dataclass
+class EpochTally:
+    """The epoch so far on this rank: summed terms and stats, steps taken and skipped.
+
+    Tensors are summed as tensors, exactly as an uninterrupted epoch sums them, and
+    checkpointed as they are, so an epoch resumed mid-way reports the same averages.
+    """
+
+    sums: dict[str, Tensor | float] = field(default_factory=dict)
+    steps: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    last_terms: dict[str, float] = field(default_factory=dict)
+    _clock: float = 0.0
+
+    def add(self, terms: dict[str, Tensor], stats: dict[str, float]) -> None:
+        for name, value in [*terms.items(), *stats.items()]:
+            value = value.detach() if isinstance(value, Tensor) else value
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.steps += 1
+        self.last_terms = {name: float(value.detach()) for name, value in terms.items()}
+
+    def skip(self) -> None:
+        self.skipped += 1
+
+    def resume_clock(self) -> None:
+        self._clock = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Training seconds of the epoch, over every process that ran part of it."""
+        return self.seconds + time.perf_counter() - self._clock
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "sums": dict(self.sums),
+            "steps": self.steps,
+            "skipped": self.skipped,
+            "seconds": self.elapsed(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> EpochTally:
+        sums = {
+            name: value.to(device) if isinstance(value, Tensor) else value
+            for name, value in state["sums"].items()
+        }
+        return cls(sums, int(state["steps"]), int(state["skipped"]), float(state["seconds"]))
+
+
+def epoch_metrics(run: Run, epoch: int, lr: float, tally: EpochTally) -> dict[str, Any]:
+    """The epoch's record: mean terms and stats over every rank's steps, accuracies, extras."""
+    seconds = tally.elapsed()
+    metrics: dict[str, Any] = {"epoch": epoch, "lr": lr}
+    ranks = run.world.gather(({k: float(v) for k, v in tally.sums.items()}, tally.steps))
+    steps = sum(count for _, count in ranks)
+    for name in ranks[0][0]:
+        metrics[name] = sum(sums.get(name, 0.0) for sums, _ in ranks) / max(steps, 1)
+    if run.recipe.train.on_nonfinite == "skip":
+        metrics["skipped_batches"] = tally.skipped
+    data = run.data
+    run.world.sync_buffers(run.classifier)
+    metrics.update(evaluate_split(run, "test", data.test_x, data.test_y))
+    if len(data.val_y):
+        metrics.update(evaluate_split(run, "val", data.val_x, data.val_y))
+    metrics["seconds"] = seconds
+    for plugin, extra in run.plugins.call(
+        "sslrun_epoch_end", run=run, epoch=epoch, metrics=dict(metrics)
+    ):
+        for key, value in (extra or {}).items():
+            if key in metrics:
+                raise TrainingError(f"plugin '{plugin.name}' returned metric '{key}' twice")
+            metrics[key] = plain_metric(plugin.name, key, value)
+    return metrics
+
+
+def plain_metric(plugin: str, key: str, value: Any) -> int | float | str | bool:
+    """A metric as a plain JSON and checkpoint value (numbers from numpy or torch too)."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.item()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TrainingError(
+            f"plugin '{plugin}' returned metric '{key}' of type {type(value).__name__};"
+            " metrics are numbers or strings"
+        ) from None
+
+
+# --- evaluation -----------------------------------------------------------------------
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
-    """Accuracy of ``model`` in evaluation mode (running batch-norm statistics)."""
+def count_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> int:
+    """Correct predictions of ``model`` in evaluation mode (running batch-norm statistics)."""
     was_training = model.training
     model.eval()
     correct = 0
@@ -152,11 +288,24 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
         logits = model(x[start : start + batch_size])
         correct += int((logits.argmax(dim=1) == y[start : start + batch_size]).sum())
     model.train(was_training)
-    return correct / max(len(y), 1)
+    return correct
+
+
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
+    """Accuracy of ``model`` in evaluation mode (running batch-norm statistics)."""
+    return count_correct(model, x, y, batch_size) / max(len(y), 1)
 
 
 def evaluate_split(run: Run, split: str, x: Tensor, y: Tensor) -> dict[str, float]:
-    return {f"{split}_acc": evaluate(run.classifier, x, y, run.recipe.train.eval_batch)}
+    """Accuracy on a split; under torchrun each rank scores its own share, counts summed."""
+    share = run.world.eval_range(len(y))
+    correct = count_correct(
+        run.classifier,
+        x[share.start : share.stop],
+        y[share.start : share.stop],
+        run.recipe.train.eval_batch,
+    )
+    return {f"{split}_acc": run.world.sum(correct) / max(len(y), 1)}
 
 
 def summarize(run: Run, history: list[dict[str, Any]], wall: float) -> dict[str, Any]:
@@ -164,6 +313,7 @@ def summarize(run: Run, history: list[dict[str, Any]], wall: float) -> dict[str,
     best = max(range(len(accs)), key=accs.__getitem__) if accs else -1
     summary: dict[str, Any] = {
         "name": run.recipe.name,
+        "status": "finished",
         "epochs": len(history),
         "final_test_acc": accs[-1] if accs else math.nan,
         "best_test_acc": accs[best] if accs else math.nan,
@@ -176,47 +326,85 @@ def summarize(run: Run, history: list[dict[str, Any]], wall: float) -> dict[str,
     return summary
 
 
-# --- checkpoints ----------------------------------------------------------------------
+# --- interrupts -----------------------------------------------------------------------
 
 
-def save_checkpoint(run: Run, epochs_done: int) -> None:
-    assert run.out_dir is not None
-    state = {
-        "epochs_done": epochs_done,
-        "recipe": run.resolved.to_dict(),
-        "states": {name: obj.state_dict() for name, obj in run.states.items()},
-        "rng": rng_state(),
-    }
-    try:
-        atomic_torch_save(state, run.out_dir / CHECKPOINT_NAME)
-    except OSError as exc:
-        raise TrainingError(f"{run.out_dir / CHECKPOINT_NAME}: cannot write ({exc})") from None
+class TrainingInterrupted(SslrunError):
+    """SIGINT or SIGTERM stopped the run after a checkpoint; exit code 128 + signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
-def restore(run: Run, log: MetricsLog | None) -> int:
-    """Load the run folder's checkpoint into every registered state; return the next epoch.
+class StopSignals:
+    """SIGINT and SIGTERM ask the loop to stop after the current step.
 
-    Anything that cannot be restored exactly is an error: a resume never quietly
-    starts over.
+    The first signal only sets a flag; the loop checkpoints and stops. The same signal
+    a second time falls back to its previous handler (Ctrl-C twice aborts at once; the
+    last complete checkpoint stays). A different second signal is ignored, because
+    torchrun's agent follows a terminal's SIGINT with a SIGTERM to every worker.
+    Handlers can only be installed from the main thread; elsewhere signals keep their
+    ordinary effect.
     """
-    if run.out_dir is None or log is None:
-        raise TrainingError("resume needs a run folder")
-    path: Path = run.out_dir / CHECKPOINT_NAME
-    if not path.exists():
-        raise TrainingError(f"{path}: no checkpoint to resume from")
-    try:
-        state = load_checkpoint(path)
-    except Exception as exc:
-        raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
-    if state["recipe"] != run.resolved.to_dict():
-        raise TrainingError(f"{path}: the recipe differs from the one the run was started with")
-    saved, live = set(state["states"]), set(run.states)
-    if saved != live:
-        raise TrainingError(
-            f"{path}: checkpoint holds states {sorted(saved)}, the run has {sorted(live)}"
-        )
-    for name, obj in run.states.items():
-        obj.load_state_dict(state["states"][name])
-    set_rng_state(state["rng"])
-    log.truncate_to(state["epochs_done"])
-    return int(state["epochs_done"])
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.received is not None
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
+        elif signum == self.received:
+            previous = self._previous.get(signum)
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+
+def interrupted(
+    run: Run,
+    reporter: Reporter,
+    history: list[dict[str, Any]],
+    started: float,
+    stop: StopSignals,
+    position: Position,
+) -> TrainingInterrupted:
+    """Write the summary of an interrupted run; the error that ends it (one line)."""
+    signum = stop.received or signal.SIGTERM
+    summary = summarize(run, history, time.perf_counter() - started)
+    summary["status"] = "interrupted"
+    summary["stopped_at"] = asdict(position)
+    where = f"epoch {position.epoch + 1}, after iteration {position.iteration}"
+    if not position.mid_epoch:
+        where = f"the end of epoch {position.epoch}"
+    if run.out_dir is not None and run.world.is_main:
+        write_summary(run.out_dir / SUMMARY_NAME, summary)
+    reporter.finish(summary)
+    cause = signal.Signals(signum).name if stop.received else "a signal to another process"
+    saved = (
+        f"checkpoint saved; continue with --resume {run.out_dir}"
+        if run.out_dir is not None
+        else "nothing saved (no run folder)"
+    )
+    return TrainingInterrupted(f"interrupted by {cause} at {where}; {saved}", signum)

@@ -80,11 +80,21 @@ class MetricsLog:
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
-    def truncate_to(self, epochs: int) -> None:
-        """Keep the first ``epochs`` records (a resume drops epochs past its checkpoint)."""
-        records = [r for r in self.read() if r["epoch"] < epochs]
-        atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    def rewrite(self, records: list[dict[str, Any]]) -> None:
+        """Replace the file by ``records`` atomically (a resume continues from its checkpoint).
+
+        Records past the checkpoint (an epoch logged just before a crash) are dropped;
+        the resumed run writes them again, identically.
+        """
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        try:
+            atomic_write_text(self.path, text)
+        except OSError as exc:
+            raise TrainingError(f"{self.path}: cannot rewrite metrics ({exc})") from None
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    try:
+        atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        raise TrainingError(f"{path}: cannot write the summary ({exc})") from None

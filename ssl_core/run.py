@@ -18,6 +18,9 @@ from ssl_core.plugin import PluginSettings
 from ssl_core.plugin_manager import ActivePlugins, Catalogue
 from ssl_core.spec import Recipe, ResolvedRecipe
 
+#: Rank r > 0 of a torchrun job draws from seed + r * RANK_SEED_STRIDE after building the model.
+RANK_SEED_STRIDE = 100_003
+
 
 class Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
@@ -93,11 +96,18 @@ def load_data(resolved: ResolvedRecipe, catalogue: Catalogue, data_dir: str | No
     return split_dataset(dataset, spec.labels, spec.validation, resolved.recipe.seed)
 
 
-def build_classifier(
-    resolved: ResolvedRecipe, catalogue: Catalogue, data: SplitData
-) -> nn.Module:
-    provider = catalogue.models[resolved.recipe.model.name]()
-    return provider.build(resolved.model_settings, data.input_shape, data.num_classes)
+def build_classifier(resolved: ResolvedRecipe, catalogue: Catalogue, data: SplitData) -> nn.Module:
+    """The recipe's model for the data; a model that cannot take the data is a recipe error."""
+    name = resolved.recipe.model.name
+    provider = catalogue.models[name]()
+    try:
+        return provider.build(resolved.model_settings, data.input_shape, data.num_classes)
+    except ValueError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise RecipeError(
+            f"{resolved.source}: model.name: model '{name}' cannot take the data's inputs of"
+            f" shape {data.input_shape} with {data.num_classes} classes ({reason})"
+        ) from None
 
 
 def build_run(
@@ -118,9 +128,12 @@ def build_run(
     if data is None:
         data = load_data(resolved, catalogue, data_dir)
     classifier = build_classifier(resolved, catalogue, data).to(device)
+    if world.rank > 0:
+        # Same initial weights on every rank (DDP also broadcasts rank 0's), but each rank
+        # draws its own random numbers from here on (dropout, VAT's random start).
+        seed_everything(recipe.seed + RANK_SEED_STRIDE * world.rank)
     instances = [
-        catalogue.plugins[name](resolved.plugin_settings[name])
-        for name in resolved.enabled_plugins
+        catalogue.plugins[name](resolved.plugin_settings[name]) for name in resolved.enabled_plugins
     ]
     active = ActivePlugins(catalogue.pm, instances)
     data = _to_device(data, device)

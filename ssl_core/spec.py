@@ -49,7 +49,11 @@ class ModelSpec(BaseModel):
 
 
 class TrainSpec(Section):
-    """``[train]``: the loop's budget and batch sizes (per process under torchrun)."""
+    """``[train]``: the loop's budget and batch sizes, and what to do on numerical faults.
+
+    Batch sizes are per process: under torchrun the global batch is world size ×
+    ``labeled_batch`` (and × ``unlabeled_batch``); see docs/distributed.md.
+    """
 
     epochs: int = Field(10, gt=0)
     iterations_per_epoch: int = Field(234, gt=0)
@@ -58,6 +62,14 @@ class TrainSpec(Section):
     eval_batch: int = Field(1000, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop",
+        description="a NaN/inf loss: 'stop' the run (the last good checkpoint is kept) or"
+        " 'skip' the batch (no step; counted as skipped_batches in the epoch metrics)",
+    )
+    checkpoint_every: int = Field(
+        0, ge=0, description="also checkpoint every N iterations within an epoch (0: at its end)"
+    )
 
 
 class OptimSpec(Section):
