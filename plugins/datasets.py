@@ -1,20 +1,26 @@
-"""Built-in datasets: MNIST (offline, verified), the paper's 2-D set, SVHN and CIFAR."""
+"""Built-in datasets, registered through the same hook a third-party package uses.
+
+MNIST (offline, verified), the paper's 2-D set and SVHN/CIFAR live here; the other
+MNIST-format sets in :mod:`ssl_plugins.datasets_idx`; a user's own files (npz, pt,
+image folders) in :mod:`ssl_plugins.datasets_files`.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field
+from ssl_plugins.datasets_files import ImageFolderSet, NpzFile, PtFile
+from ssl_plugins.datasets_idx import EmnistDigits, FashionMnist, IdxImageSet, Kmnist
 
 from ssl_core import hookimpl
 from ssl_core.data import ImageDataset
 from ssl_core.errors import DataError
 from ssl_core.registry import DatasetProvider, ProviderSettings
-from ssl_plugins.idx import find_idx_file, load_idx
 
 #: MD5 of the *uncompressed* official MNIST files.
 MNIST_MD5 = {
@@ -29,33 +35,24 @@ class MnistSettings(ProviderSettings):
     verify: bool = Field(True, description="check the MD5 of the uncompressed files")
 
 
-class Mnist(DatasetProvider):
-    """MNIST from the four IDX files in ``ROOT/mnist`` (or ``ROOT``), pixels in [0, 1]."""
+class Mnist(IdxImageSet):
+    """MNIST from the four IDX files in ``ROOT/mnist`` (or ``ROOT``), pixels in [0, 1].
+
+    Never downloaded: the files ship with the project (data/mnist) and are verified
+    against the official checksums.
+    """
 
     name: ClassVar[str] = "mnist"
+    title: ClassVar[str] = "MNIST"
+    folder: ClassVar[str] = "mnist"
     Settings: ClassVar[type[ProviderSettings]] = MnistSettings
 
     def load(self, settings: ProviderSettings, root: Path) -> ImageDataset:
         assert isinstance(settings, MnistSettings)
-        folder = root / "mnist" if (root / "mnist").is_dir() else root
-        if not folder.is_dir():
-            raise DataError(f"{folder}: MNIST folder not found (set --data-dir or SSLRUN_DATA_DIR)")
-        arrays = {}
-        for stem, md5 in MNIST_MD5.items():
-            arrays[stem] = load_idx(find_idx_file(folder, stem), md5 if settings.verify else None)
-        return ImageDataset(
-            name="mnist",
-            train_x=_images(arrays["train-images-idx3-ubyte"]),
-            train_y=arrays["train-labels-idx1-ubyte"].long(),
-            test_x=_images(arrays["t10k-images-idx3-ubyte"]),
-            test_y=arrays["t10k-labels-idx1-ubyte"].long(),
-            num_classes=10,
-        )
-
-
-def _images(raw: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1]."""
-    return raw.unsqueeze(1).float().div_(255.0)
+        folder = self.locate(root)
+        if folder is None:
+            raise self.not_found(root, " (set --data-dir or SSLRUN_DATA_DIR)")
+        return self.read(folder, MNIST_MD5 if settings.verify else None)
 
 
 class MoonsSettings(ProviderSettings):
@@ -157,5 +154,17 @@ class Cifar100(_TorchvisionImages):
 
 @hookimpl
 def sslrun_register_datasets(register) -> None:  # noqa: ANN001 - pluggy passes a callable
-    for provider in (Mnist, TwoMoons, Svhn, Cifar10, Cifar100):
+    for provider in (
+        Mnist,
+        FashionMnist,
+        Kmnist,
+        EmnistDigits,
+        TwoMoons,
+        Svhn,
+        Cifar10,
+        Cifar100,
+        NpzFile,
+        PtFile,
+        ImageFolderSet,
+    ):
         register(provider)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,20 @@ from ssl_core.errors import DataError
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def find_idx_file(folder: Path, stem: str) -> Path:
-    """``stem`` or ``stem.gz`` inside ``folder``; a clear error when neither is there."""
+def idx_file(folder: Path, stem: str) -> Path | None:
+    """``stem.gz`` or ``stem`` inside ``folder`` (the gzip release first), if either is there."""
     for candidate in (folder / f"{stem}.gz", folder / stem):
         if candidate.is_file():
             return candidate
-    raise DataError(f"{folder}: missing {stem} (or {stem}.gz)")
+    return None
+
+
+def find_idx_file(folder: Path, stem: str) -> Path:
+    """``stem`` or ``stem.gz`` inside ``folder``; a clear error when neither is there."""
+    path = idx_file(folder, stem)
+    if path is None:
+        raise DataError(f"{folder}: missing {stem} (or {stem}.gz)")
+    return path
 
 
 def read_idx_bytes(path: Path) -> bytes:
@@ -28,7 +37,7 @@ def read_idx_bytes(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
         return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
 
 
