@@ -120,28 +120,28 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
 def train_step(run: Run, batch: BatchContext, tally: EpochTally, stop: StopSignals) -> bool:
     """One iteration: hooks, losses, the non-finite check, the classifier's step.
 
-    Returns whether the run must stop after this step (a signal reached any rank).
-    A non-finite sum stops the run with an error naming the term and its plugin, or,
-    with ``train.on_nonfinite = "skip"``, skips the batch (no step, no
-    ``sslrun_after_step``) and counts it. Every rank takes the same decision.
+    Returns whether the run must stop after this step (a signal reached any rank by
+    its end). A non-finite sum stops the run with an error naming the term and its
+    plugin, or, with ``train.on_nonfinite = "skip"``, skips the batch (no step, no
+    ``sslrun_after_step``) and counts it. Every rank takes the same decisions.
     """
     run.plugins.call("sslrun_pre_batch", run=run, batch=batch)
     terms, owners = collect_losses(run, batch)
     total = sum(terms.values())
     assert isinstance(total, Tensor)
-    local_fault = not bool(torch.isfinite(total.detach()))
-    fault, stopping = run.world.any(local_fault, stop.requested)
+    (fault,) = run.world.any(not bool(torch.isfinite(total.detach())))
+    if fault and run.recipe.train.on_nonfinite == "stop":
+        raise TrainingError(nonfinite_message(terms, owners, batch, run.world.rank))
     if fault:
-        if run.recipe.train.on_nonfinite == "stop":
-            raise TrainingError(nonfinite_message(terms, owners, batch, run.world.rank))
         tally.skip()
-        return stopping
-    run.optimizer.zero_grad(set_to_none=True)
-    if total.requires_grad:
-        total.backward()
-        run.optimizer.step()
-    run.plugins.call("sslrun_after_step", run=run, batch=batch)
-    tally.add(terms, batch.stats)
+    else:
+        run.optimizer.zero_grad(set_to_none=True)
+        if total.requires_grad:
+            total.backward()
+            run.optimizer.step()
+        run.plugins.call("sslrun_after_step", run=run, batch=batch)
+        tally.add(terms, batch.stats)
+    (stopping,) = run.world.any(stop.requested)
     return stopping
 
 
