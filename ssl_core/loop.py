@@ -122,17 +122,24 @@ def train_step(run: Run, batch: BatchContext, tally: EpochTally, stop: StopSigna
 
     Returns whether the run must stop after this step (a signal reached any rank by
     its end). A non-finite sum stops the run with an error naming the term and its
-    plugin, or, with ``train.on_nonfinite = "skip"``, skips the batch (no step, no
-    ``sslrun_after_step``) and counts it. Every rank takes the same decisions.
+    plugin, or, with ``train.on_nonfinite = "skip"``, skips the batch: no step, no
+    ``sslrun_after_step``, and the classifier's buffers (batch-norm running statistics,
+    which the batch's forwards may already have moved, possibly to NaN) put back as
+    they were. Every rank takes the same decisions.
     """
+    skip_faults = run.recipe.train.on_nonfinite == "skip"
+    buffers = [b.detach().clone() for b in run.classifier.buffers()] if skip_faults else []
     run.plugins.call("sslrun_pre_batch", run=run, batch=batch)
     terms, owners = collect_losses(run, batch)
     total = sum(terms.values())
     assert isinstance(total, Tensor)
     (fault,) = run.world.any(not bool(torch.isfinite(total.detach())))
-    if fault and run.recipe.train.on_nonfinite == "stop":
+    if fault and not skip_faults:
         raise TrainingError(nonfinite_message(terms, owners, batch, run.world.rank))
     if fault:
+        with torch.no_grad():
+            for live, saved in zip(run.classifier.buffers(), buffers, strict=True):
+                live.copy_(saved)
         tally.skip()
     else:
         run.optimizer.zero_grad(set_to_none=True)
