@@ -157,9 +157,7 @@ def reference(catalogue: Catalogue, tmp_path_factory: pytest.TempPathFactory) ->
     return folder / "run"
 
 
-def test_resume_after_an_epoch_boundary_interrupt_is_bit_identical(
-    catalogue, reference, tmp_path
-):
+def test_resume_after_an_epoch_boundary_interrupt_is_bit_identical(catalogue, reference, tmp_path):
     out = interrupt_and_resume(catalogue, tmp_path, at_step=ITERATIONS - 1)
     assert losses(out) == losses(reference)
     assert_identical(final_states(out), final_states(reference))
@@ -189,9 +187,7 @@ def test_mid_epoch_checkpoint_holds_position_sums_and_every_rng(catalogue, tmp_p
     )
 
 
-def test_periodic_checkpoint_survives_a_crash_and_resumes_exactly(
-    catalogue, reference, tmp_path
-):
+def test_periodic_checkpoint_survives_a_crash_and_resumes_exactly(catalogue, reference, tmp_path):
     marker = tmp_path / "fault"
     marker.touch()
     plugins = {
