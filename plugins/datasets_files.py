@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from ssl_plugins.datasets_arrays import (
     as_tensor,
     build_dataset,
@@ -62,7 +62,7 @@ class _ArrayFile(DatasetProvider):
         arrays = self.read(path)
         train = self._pair(arrays, path, ("x", "y"), ("x_train", "y_train"), settings)
         if settings.test_file is not None:
-            test_path = (path.parent / settings.test_file).expanduser()
+            test_path = path.parent / Path(settings.test_file).expanduser()
             test = self._pair(self.read(test_path), test_path, ("x", "y"), None, settings)
         elif "x_test" in arrays or "y_test" in arrays:
             test = self._pair(arrays, path, ("x_test", "y_test"), None, settings)
@@ -72,7 +72,7 @@ class _ArrayFile(DatasetProvider):
 
     def _data_file(self, root: Path, file: str | None) -> Path:
         if file is not None:
-            path = root / file
+            path = root / Path(file).expanduser()
         elif root.is_dir():
             raise DataError(
                 f"{root}: is a folder; point data.root at the {self.suffix} file"
@@ -152,7 +152,7 @@ class ImageFolderSettings(SplitSettings):
     color: Literal["auto", "gray", "rgb"] = Field(
         "auto", description="'auto': one channel when every image is gray, else three"
     )
-    size: tuple[int, int] | None = Field(
+    size: tuple[PositiveInt, PositiveInt] | None = Field(
         None, description="resize every image to [height, width]; needed if sizes differ"
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ssl_core.cli import main
 from ssl_core.data import split_dataset
 from ssl_core.errors import DataError
 
-from .conftest import RECIPES
+from .conftest import RECIPES, REPO
 from .test_datasets import tiny_release, write_release
 
 
@@ -255,6 +256,7 @@ def test_image_folder_refusals(tmp_path):
 
 # --- recipes moved to other data by --set alone ------------------------------------------
 
+EXAMPLE = REPO / "examples" / "own_data"
 QUICK = ["--set", "train.epochs=1", "--set", "train.iterations_per_epoch=2", "--quiet"]
 
 
@@ -311,3 +313,16 @@ def test_data_shape_the_model_cannot_take_is_a_recipe_error(tmp_path, capsys):
     assert sslrun(str(RECIPES / "supervised_mnist.toml"), "--out", str(tmp_path / "o"), *args) == 2
     err = capsys.readouterr().err
     assert "model.name" in err and "cnn13" in err and "(5,)" in err and err.count("\n") == 1
+
+
+def test_own_data_example_writes_its_npz_and_its_recipe_trains_on_it(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_data", EXAMPLE / "make_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x, y = module.make(200, seed=0)
+    assert x.shape == (200, 12, 12) and x.dtype == np.uint8 and np.bincount(y).tolist() == [50] * 4
+    np.savez(tmp_path / "strokes.npz", x=x, y=y)
+    out = tmp_path / "run"
+    args = ["--data-dir", str(tmp_path / "strokes.npz"), "--out", str(out), *QUICK]
+    assert sslrun(str(EXAMPLE / "recipe.toml"), *args) == 0
+    assert {"ce", "vat", "test_acc"} <= set(json.loads((out / "metrics.jsonl").read_text()))
