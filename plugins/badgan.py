@@ -168,9 +168,12 @@ class BadGan(Plugin):
             lr=s.generator_lr,
             betas=(s.generator_beta1, s.generator_beta2),
         )
-        # The generator's second unlabeled batch has its own seeded, checkpointed stream.
+        # The generator's second unlabeled batch has its own seeded, checkpointed stream;
+        # like the core's samplers it draws one global batch and each rank takes its share.
         batch = s.generator_batch or run.recipe.train.unlabeled_batch
-        self.sampler = EpochlessSampler(len(run.data.unlabeled_x), batch, run.recipe.seed + 3)
+        self.sampler = EpochlessSampler(
+            len(run.data.unlabeled_x), batch * run.world.size, run.recipe.seed + 3
+        )
         run.register_state("badgan_generator", self.generator)
         run.register_state("badgan_generator_optimizer", self.optimizer)
         run.register_state("badgan_unlabeled_sampler", self.sampler)
@@ -209,12 +212,13 @@ class BadGan(Plugin):
         self.optimizer.zero_grad(set_to_none=True)
         for param, grad in zip(params, grads, strict=True):
             param.grad = grad
+        run.world.average_gradients(params)  # the generator is not DDP-wrapped
         self.optimizer.step()
 
     def generator_loss(self, run: Run, batch: BatchContext) -> Tensor:
         """Feature matching on a second unlabeled batch, plus the density penalty if shared."""
         self.generator.train()
-        real = run.data.unlabeled_x[self.sampler.next_indices()]
+        real = run.data.unlabeled_x[run.world.shard(self.sampler.next_indices())]
         generated = self.generator.sample(self._batch_size(batch))
         with frozen_bn_stats(run.classifier):
             real_features, fake_features = paired_forward(

@@ -29,10 +29,12 @@ from ssl_plugins.badgan_models import (
 )
 
 from ssl_core import hookimpl
+from ssl_core.bn import frozen_bn_stats
 from ssl_core.cli import main
 from ssl_core.context import BatchContext
 from ssl_core.data import ImageDataset, split_dataset
 from ssl_core.errors import TrainingError
+from ssl_core.kplus1 import fake_loss
 from ssl_core.loop import train
 from ssl_core.plugin import Plugin
 from ssl_core.plugin_manager import Catalogue
@@ -253,19 +255,25 @@ def test_badgan_passes_leave_the_classifier_bn_statistics_alone(catalogue, batch
 
 
 def test_joint_batch_norm_normalises_generated_images_with_the_real_ones(catalogue):
-    """Separately, each batch is normalised to its own mean; jointly, a shift stays visible."""
+    """Jointly, generated images share the real batch's statistics; separately, their own."""
     run = build(catalogue, image_recipe())
     try:
         run.plugins.call("sslrun_setup", run=run)
+        plugin = badgan_of(run)
         batch = make_batch(run)
-        batch.shared[GENERATED] = torch.ones(8, *SHAPE)  # far brighter than any real image
-        joint = badgan_of(run).sslrun_collect_losses(run, batch)
-        badgan_of(run).settings.batch_norm = "separate"
-        separate = badgan_of(run).sslrun_collect_losses(run, batch)
+        generated = torch.ones(8, *SHAPE)  # far brighter than any real image
+        batch.shared[GENERATED] = generated
+        joint = float(plugin.sslrun_collect_losses(run, batch)["badgan_fake"].detach())
+        plugin.settings.batch_norm = "separate"
+        separate = float(plugin.sslrun_collect_losses(run, batch)["badgan_fake"].detach())
+        with torch.no_grad(), frozen_bn_stats(run.classifier):
+            together = run.classifier(torch.cat([batch.x_unlabeled, generated]))[8:]
+            alone = run.classifier(generated)
     finally:
         run.plugins.unregister()
-    joint_fake, separate_fake = float(joint["badgan_fake"]), float(separate["badgan_fake"])
-    assert joint_fake != pytest.approx(separate_fake, rel=1e-3)
+    assert joint == pytest.approx(float(fake_loss(together).mean()), rel=1e-5)
+    assert separate == pytest.approx(float(fake_loss(alone).mean()), rel=1e-5)
+    assert joint != pytest.approx(separate, rel=1e-2)
 
 
 # --- the density hook -----------------------------------------------------------------
