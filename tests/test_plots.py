@@ -1,0 +1,84 @@
+"""Figures: accuracy curves, epochs-to-target bars, image grids, the 2-D decision scatter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+
+from ssl_core.plots import (
+    TargetBar,
+    plot_accuracy,
+    plot_epochs_to_target,
+    save_decision_scatter,
+    save_image_grid,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path) -> np.ndarray:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    image = imread(path)
+    assert image.shape[0] > 50 and image.shape[1] > 50
+    assert image[..., :3].std() > 0, "the figure is blank"
+    return image
+
+
+def test_accuracy_plot_is_a_png_with_curves_of_different_lengths(tmp_path):
+    curves = {
+        "vat": [[0.5, 0.7, 0.8], [0.55, 0.75, 0.82]],
+        "fat": [[0.6, 0.9], [0.65, 0.92, 0.95]],
+        "empty": [],
+    }
+    assert_png(plot_accuracy(curves, tmp_path / "accuracy.png", target=0.9))
+
+
+def test_epochs_to_target_chart_handles_settings_that_never_reach_it(tmp_path):
+    bars = [TargetBar("vat", [7, 9, 8], 3), TargetBar("fat", [2], 3), TargetBar("none", [], 2)]
+    assert_png(plot_epochs_to_target(bars, 0.98, tmp_path / "sub" / "epochs.png"))
+
+
+def test_image_grid_places_each_image_in_its_cell(tmp_path):
+    images = torch.rand(12, 1, 8, 8)
+    image = imread(save_image_grid(images, tmp_path / "grid.png", nrow=5))
+    # 5 columns, 3 rows of 8x8 cells with a 2-pixel border around each; values pass
+    # through an 8-bit colormap lookup, hence the tolerance of 2/255
+    assert image.shape[:2] == (3 * 10 + 2, 5 * 10 + 2)
+    np.testing.assert_allclose(image[2:10, 2:10, 0], images[0, 0].numpy(), atol=2 / 255)
+    # the 7th image is in row 1, column 1
+    np.testing.assert_allclose(image[12:20, 12:20, 0], images[6, 0].numpy(), atol=2 / 255)
+    assert (image[0, :, 0] == 1).all(), "the border is white"
+
+
+def test_image_grid_maps_the_value_range_and_takes_colour(tmp_path):
+    images = torch.full((2, 3, 4, 4), -1.0)
+    images[1] = 1.0
+    image = imread(save_image_grid(images, tmp_path / "rgb.png", nrow=2, value_range=(-1, 1)))
+    assert image.shape[:2] == (4 + 4, 2 * 6 + 2)
+    assert (image[2:6, 2:6, :3] == 0).all() and (image[2:6, 8:12, :3] == 1).all()
+    with pytest.raises(ValueError, match="expected images"):
+        save_image_grid(torch.rand(2, 5, 4, 4), tmp_path / "bad.png")
+
+
+def test_decision_scatter_queries_the_model_on_a_mesh_and_writes_a_png(tmp_path):
+    seen = []
+
+    def model_fn(points: torch.Tensor) -> torch.Tensor:
+        seen.append(points)
+        return torch.stack([points[:, 0], -points[:, 0]], dim=1)  # class 0 right of x = 0
+
+    x = torch.randn(50, 2, requires_grad=True)
+    path = save_decision_scatter(
+        model_fn, x, (x[:, 0] < 0).long(), x[:4], torch.tensor([0, 1, 0, 1]),
+        {"bad samples": torch.randn(5, 2)}, tmp_path / "scatter.png", resolution=40,
+    )
+    assert_png(path)
+    [mesh] = seen
+    assert mesh.shape == (40 * 40, 2) and mesh.dtype == torch.float32
+    data = x.detach()
+    assert (mesh.min(0).values < data.min(0).values).all()
+    assert (mesh.max(0).values > data.max(0).values).all()
