@@ -136,6 +136,9 @@ class Cnn13Provider(ModelProvider):
             raise ValueError(
                 f"model cnn13 needs (C, H, W) images, the data has shape {input_shape}"
             )
+        if min(input_shape[1:]) < 12:
+            # Two 2x2 poolings and a 3x3 valid convolution need at least 12 pixels a side.
+            raise ValueError(f"model cnn13 needs images of at least 12x12, got {input_shape}")
         widths = CNN_WIDTHS[settings.widths]
         return CNN13(input_shape[0], num_classes, widths, settings.dropout, settings.leaky_slope)
 

@@ -56,3 +56,8 @@ def test_cnn13_matches_table4(widths, classes, feature_dim):
 def test_cnn13_refuses_flat_inputs():
     with pytest.raises(ValueError, match=r"needs \(C, H, W\) images"):
         Cnn13Provider().build(CnnSettings(), (2,), 2)
+
+
+def test_cnn13_refuses_images_too_small_for_its_poolings():
+    with pytest.raises(ValueError, match=r"at least 12x12"):
+        Cnn13Provider().build(CnnSettings(), (1, 8, 8), 10)
