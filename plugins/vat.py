@@ -1,9 +1,15 @@
-"""Virtual adversarial training (paper §2.1, eq. (1)-(2)) with FAT's sign correction (§4.2).
+"""Virtual adversarial training (paper §2.1, eqs. (1)-(2)) with FAT's sign correction (§4.2).
 
-The plugin publishes the unit adversarial direction of the unlabeled batch in
-``batch.shared["adversarial_direction"]`` (and the clean outputs in
-``batch.shared["clean_logits"]``) so that the bad-sample plugin reuses them instead
-of running a second power iteration.
+Per batch: the clean prediction p(·|x; θ̂) (no gradient), the direction of r_adv by
+power iteration (gradients with respect to the perturbation only), optionally the
+sign correction, then one forward at x + ε·r_adv/‖r_adv‖ whose KL is back-propagated.
+In passes of one forward over the unlabeled batch (a full backward ≈ 2, an input-only
+backward ≈ 1): clean 1 + power iteration 2 + adversarial 3 = 6; the sign correction
+adds one no-grad forward over 2B (+2).
+
+The plugin publishes the clean logits and the unit direction in ``batch.shared``
+(keys in :mod:`ssl_plugins.adversarial_batch`), so ``bad_samples`` reuses them
+instead of running a second power iteration.
 """
 
 from __future__ import annotations
@@ -12,79 +18,44 @@ from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
+from ssl_plugins.adversarial_batch import (
+    CLEAN_LOGITS,
+    DIRECTION,
+    estimate_direction,
+    full_precision,
+    shared_clean_logits,
+)
 from torch import Tensor
 
 from ssl_core import hookimpl
-from ssl_core.adversarial import (
-    kl_divergence_from_logits,
-    power_iteration_direction,
-    sign_corrected_direction,
-)
+from ssl_core.adversarial import kl_divergence_from_logits
 from ssl_core.bn import frozen_bn_stats
 from ssl_core.context import BatchContext
 from ssl_core.kplus1 import conditional_entropy
 from ssl_core.plugin import Plugin, PluginSettings
 from ssl_core.run import Run
 
-CLEAN_LOGITS = "clean_logits"
-DIRECTION = "adversarial_direction"
-
 
 class VatSettings(PluginSettings):
-    eps: float = Field(1.5, gt=0, description="radius ε of r_adv (L2 norm per sample)")
+    eps: float = Field(1.5, gt=0, description="radius ε of r_adv, L2 norm per sample (eq. (1))")
     xi: float = Field(
         1e-6,
         gt=0,
-        description="finite-difference step of the power iteration; 1e-6 underflows in"
-        " float32 on [0, 1] images, use ~0.1 (see docs/fat.md)",
+        description="finite-difference step ξ of the power iteration; the paper's 1e-6"
+        " underflows in float32 on [0, 1] images, MNIST recipes use 0.1 (docs/fat.md)",
     )
     iterations: int = Field(1, ge=1, description="power iterations")
     variant: Literal["original", "sign_corrected"] = Field(
-        "original", description="'sign_corrected' keeps the larger-KL side of ±v (§4.2)"
+        "original", description="'sign_corrected': of ±v keep the larger-KL side (§4.2)"
     )
     weight: float = Field(1.0, ge=0, description="weight of the VAT term")
     entropy_weight: float = Field(
-        0.0, ge=0, description="conditional-entropy minimisation on unlabeled data (0 = off)"
+        0.0, ge=0, description="weight of entropy minimisation on unlabeled data (0 = off)"
     )
 
 
-def clean_unlabeled_logits(run: Run, batch: BatchContext) -> Tensor:
-    """p(·|x; θ̂) on the unlabeled batch, computed once per batch and shared.
-
-    No gradient, running statistics untouched: it is the fixed target of eq. (1).
-    """
-    if CLEAN_LOGITS not in batch.shared:
-        with torch.no_grad(), frozen_bn_stats(run.classifier):
-            batch.shared[CLEAN_LOGITS] = run.classifier(batch.x_unlabeled)
-    return batch.shared[CLEAN_LOGITS]
-
-
-def adversarial_direction(
-    run: Run,
-    batch: BatchContext,
-    xi: float,
-    iterations: int,
-    sign_corrected: bool,
-    eps: float,
-) -> Tensor:
-    """The unit direction r_adv/‖r_adv‖ of the unlabeled batch (power iteration, §2.1).
-
-    Gradients are taken with respect to the perturbation only; batch-norm running
-    statistics are left alone. With ``sign_corrected`` the side of ±v with the larger
-    KL at radius ``eps`` is kept per sample (§4.2).
-    """
-    x = batch.x_unlabeled
-    clean = clean_unlabeled_logits(run, batch)
-    with frozen_bn_stats(run.classifier):
-        direction = power_iteration_direction(run.classifier, x, clean, xi, iterations)
-        if sign_corrected:
-            direction, sign = sign_corrected_direction(run.classifier, x, clean, direction, eps)
-            batch.stats["sign_flipped"] = float((sign < 0).float().mean())
-    return direction
-
-
 class Vat(Plugin):
-    """L^VAT = KL(p(·|x; θ̂) ‖ p(·|x + r_adv; θ)) on unlabeled data, weighted."""
+    """L^VAT = KL(p(·|x; θ̂) ‖ p(·|x + r_adv; θ)) on unlabeled data (eq. (2)), weighted."""
 
     name: ClassVar[str] = "vat"
     order: ClassVar[int] = 100
@@ -93,18 +64,28 @@ class Vat(Plugin):
     @hookimpl
     def sslrun_collect_losses(self, run: Run, batch: BatchContext) -> dict[str, Tensor]:
         s: VatSettings = self.settings  # type: ignore[assignment]
-        clean = clean_unlabeled_logits(run, batch)
-        direction = adversarial_direction(
-            run, batch, s.xi, s.iterations, s.variant == "sign_corrected", s.eps
-        )
-        batch.shared[DIRECTION] = direction
-        with frozen_bn_stats(run.classifier):
-            adversarial = run.model(batch.x_unlabeled + s.eps * direction)
-        terms = {"vat": s.weight * kl_divergence_from_logits(clean, adversarial).mean()}
+        terms: dict[str, Tensor] = {}
         if s.entropy_weight > 0:
+            # The entropy term needs a clean forward with gradient anyway: it becomes the
+            # shared clean pass (detached) unless an earlier plugin already made one.
             with frozen_bn_stats(run.classifier):
                 logits = run.model(batch.x_unlabeled)
-            terms["vat_entropy"] = s.entropy_weight * conditional_entropy(logits).mean()
+            batch.shared.setdefault(CLEAN_LOGITS, logits.detach())
+            entropy = conditional_entropy(full_precision(logits)).mean()
+            terms["vat_entropy"] = s.entropy_weight * entropy
+        clean = shared_clean_logits(run, batch)
+
+        sign_eps = s.eps if s.variant == "sign_corrected" else None
+        direction = estimate_direction(run, batch, s.xi, s.iterations, sign_eps)
+        batch.shared[DIRECTION] = direction
+
+        x = batch.x_unlabeled
+        with torch.autocast(device_type=x.device.type, enabled=False), frozen_bn_stats(
+            run.classifier
+        ):
+            x_adv = full_precision(x) + s.eps * full_precision(direction)
+            kl = kl_divergence_from_logits(full_precision(clean), full_precision(run.model(x_adv)))
+        terms["vat"] = s.weight * kl.mean()
         return terms
 
 

@@ -1,0 +1,74 @@
+"""Per-batch adversarial quantities that ``vat`` and ``bad_samples`` share.
+
+Both plugins need the clean prediction p(·|x; θ̂) of the unlabeled batch and its
+virtual-adversarial direction r_adv/‖r_adv‖ (§2.1, §4.1.2). Each is computed at most
+once per batch and left in ``batch.shared`` under the keys documented in
+:class:`ssl_core.context.BatchContext`:
+
+- ``"clean_logits"`` (:data:`CLEAN_LOGITS`): outputs on ``batch.x_unlabeled`` without
+  gradient, written by whichever plugin needs them first;
+- ``"adversarial_direction"`` (:data:`DIRECTION`): the unit per-sample direction,
+  written by ``vat``; ``bad_samples`` estimates its own only when it is absent.
+
+Every pass here goes through the bare ``run.classifier`` (nothing is back-propagated
+into the parameters, so nothing takes part in gradient synchronisation) inside
+:func:`ssl_core.bn.frozen_bn_stats`: the batch is normalised with its own statistics
+(training mode, as in VAT) but the running statistics used at evaluation stay those
+of the supervised plugin's labeled forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ssl_core.adversarial import power_iteration_direction, sign_corrected_direction
+from ssl_core.bn import frozen_bn_stats
+from ssl_core.context import BatchContext
+from ssl_core.run import Run
+
+CLEAN_LOGITS = "clean_logits"
+DIRECTION = "adversarial_direction"
+
+
+def full_precision(t: Tensor) -> Tensor:
+    """``t`` in at least float32 (float64 stays): KLs and K+1 terms are never taken in half."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def shared_clean_logits(run: Run, batch: BatchContext) -> Tensor:
+    """p(·|x; θ̂) of the unlabeled batch as logits: the fixed target of eq. (1).
+
+    Computed once per batch (one no-grad forward) and reused by every later reader.
+    """
+    if CLEAN_LOGITS not in batch.shared:
+        with torch.no_grad(), frozen_bn_stats(run.classifier):
+            batch.shared[CLEAN_LOGITS] = run.classifier(batch.x_unlabeled)
+    return batch.shared[CLEAN_LOGITS]
+
+
+def estimate_direction(
+    run: Run,
+    batch: BatchContext,
+    xi: float,
+    iterations: int,
+    sign_eps: float | None,
+) -> Tensor:
+    """Unit direction of r_adv for the unlabeled batch (power iteration, §2.1).
+
+    ``torch.autograd.grad`` with respect to the perturbation only, in float32 even
+    under autocast (:func:`ssl_core.adversarial.power_iteration_direction`). With
+    ``sign_eps`` set, of ±v the side with the larger KL at radius ``sign_eps`` is kept
+    per sample (§4.2; one no-grad forward over the 2B inputs) and the share of flipped
+    samples is logged as ``sign_flipped``.
+    """
+    x = batch.x_unlabeled
+    clean = shared_clean_logits(run, batch)
+    with frozen_bn_stats(run.classifier):
+        direction = power_iteration_direction(run.classifier, x, clean, xi, iterations)
+        if sign_eps is not None:
+            direction, sign = sign_corrected_direction(
+                run.classifier, x, clean, direction, sign_eps
+            )
+            batch.stats["sign_flipped"] = float((sign < 0).float().mean())
+    return direction.to(x.dtype)
