@@ -31,10 +31,15 @@ class Stateful(Protocol):
 class Run:
     """Everything a plugin may touch: recipe, data, model, optimizer, output folder.
 
-    ``model`` is the module to call for training forwards (wrapped for data-parallel
-    training under torchrun); ``classifier`` is always the bare module (use it for
-    passes that must not take part in gradient synchronisation). Plugins that own
-    stateful objects hand them to :meth:`register_state`; the core checkpoints them.
+    ``model`` is the module to call for training forwards whose loss is backpropagated
+    (DDP-wrapped under torchrun); ``classifier`` is always the bare module: use it for
+    no-grad passes, input-gradient passes (VAT's power iteration), ``features`` and
+    anything else that must stay out of gradient synchronisation. Plugins that own
+    stateful objects hand them to :meth:`register_state`; the core checkpoints them
+    (registered state must be equal on every rank: rank 0's is saved). ``world`` tells
+    the rank and offers what a plugin with its own module or sampler needs under
+    torchrun (:meth:`~ssl_core.distributed.World.average_gradients`,
+    :meth:`~ssl_core.distributed.World.shard`); see docs/distributed.md.
     """
 
     def __init__(
