@@ -22,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -496,25 +497,57 @@ def _nested(flat: dict[str, Any]) -> dict[str, Any]:
 #: Starts one run and waits for it; returns its exit code (the default starts a process).
 Launcher = Callable[[PlannedRun], int]
 
+#: The exit code of a run stopped by Ctrl-C (128 + SIGINT), as ``sslrun`` gives it.
+INTERRUPTED_EXIT = 130
+
 
 def threads_per_run(jobs: int) -> int:
     """CPU threads for each of ``jobs`` concurrent runs: the cores, shared out."""
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def subprocess_launcher(threads: int | None) -> Launcher:
-    """Run ``python -m ssl_core train ...``; output to the run's log; ``threads`` per child."""
-    env = dict(os.environ)
-    if threads is not None:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+class ProcessLauncher:
+    """Runs ``python -m ssl_core train ...`` per run, output to the run's log.
 
-    def launch(run: PlannedRun) -> int:
+    ``threads`` (when given) caps each child's CPU threads, so that concurrent runs
+    share the cores instead of oversubscribing them.
+    """
+
+    def __init__(self, threads: int | None) -> None:
+        self.env = dict(os.environ)
+        if threads is not None:
+            self.env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        self.running: set[subprocess.Popen[bytes]] = set()
+        self.stopping = False
+        self.lock = threading.Lock()
+
+    def __call__(self, run: PlannedRun) -> int:
         run.log.parent.mkdir(parents=True, exist_ok=True)
         with run.log.open("w", encoding="utf-8") as log:
-            command = [sys.executable, "-m", "ssl_core", *run.command]
-            return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+            with self.lock:
+                if self.stopping:
+                    return INTERRUPTED_EXIT
+                command = [sys.executable, "-m", "ssl_core", *run.command]
+                child = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, env=self.env
+                )
+                self.running.add(child)
+            try:
+                return child.wait()
+            finally:
+                with self.lock:
+                    self.running.discard(child)
 
-    return launch
+    def terminate(self) -> None:
+        """Ask every running child to checkpoint and stop (SIGTERM); start no new one.
+
+        A child that already got the terminal's SIGINT ignores this second signal
+        (see :class:`ssl_core.loop.StopSignals`).
+        """
+        with self.lock:
+            self.stopping = True
+            for child in self.running:
+                child.terminate()
 
 
 @dataclass
@@ -540,12 +573,17 @@ class SweepWatcher:
 
 
 def execute(
-    runs: Sequence[PlannedRun], launch: Launcher, jobs: int, watcher: SweepWatcher
+    runs: Sequence[PlannedRun],
+    launch: Launcher,
+    jobs: int,
+    watcher: SweepWatcher,
+    on_interrupt: Callable[[], None] | None = None,
 ) -> list[Outcome]:
     """Launch ``runs``, ``jobs`` at a time; report each as it ends.
 
-    On Ctrl-C the runs not yet started are cancelled; the running children (which got
-    the signal too) checkpoint and stop, and a later sweep resumes them.
+    On an interrupt (Ctrl-C) the runs not yet started are cancelled and
+    ``on_interrupt`` stops those in progress (they checkpoint, and a later sweep
+    resumes them); the interrupt is raised again once they have ended.
     """
 
     def timed(run: PlannedRun) -> Outcome:
@@ -562,8 +600,13 @@ def execute(
         for future in as_completed([pool.submit(timed, run) for run in runs]):
             outcomes.append(future.result())
             watcher.done(outcomes[-1])
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        if on_interrupt is not None:
+            on_interrupt()
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True)
     return outcomes
 
 
@@ -604,12 +647,14 @@ def run_sweep(
         if run.state == "restart":  # recipe.toml (and nothing learned) from a dead start
             for name in (RECIPE_NAME, METRICS_NAME):
                 (run.folder / name).unlink(missing_ok=True)
+    on_interrupt = None
     if launch is None:
-        launch = subprocess_launcher(threads_per_run(spec.jobs) if spec.jobs > 1 else None)
+        processes = ProcessLauncher(threads_per_run(spec.jobs) if spec.jobs > 1 else None)
+        launch, on_interrupt = processes, processes.terminate
     watcher = watcher or SweepWatcher()
     watcher.start(plan, pending)
     try:
-        outcomes = execute(pending, launch, spec.jobs, watcher)
+        outcomes = execute(pending, launch, spec.jobs, watcher, on_interrupt)
     finally:
         watcher.finish()
     groups = collect_groups(plan, outcomes)

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -24,7 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ssl_core.errors import RecipeError, TrainingError
+from ssl_core.errors import RecipeError, SslrunError, TrainingError
 from ssl_core.outputs import SUMMARY_NAME
 from ssl_core.report import (
     Row,
@@ -36,6 +41,7 @@ from ssl_core.report import (
     write_report,
 )
 from ssl_core.sweep import (
+    INTERRUPTED_EXIT,
     Outcome,
     Plan,
     PlannedRun,
@@ -89,9 +95,15 @@ def sweep(
     spec = spec_from_command_line(
         paths, set_ or [], disable or [], disable_each or [], seeds, jobs, target, name
     )
-    result = run_sweep(
-        spec, root, data_dir=data_dir, watcher=SweepWatcher() if quiet else RichSweepWatcher()
-    )
+    watcher = SweepWatcher() if quiet else RichSweepWatcher()
+    with interrupt_on_sigterm():
+        try:
+            result = run_sweep(spec, root, data_dir=data_dir, watcher=watcher)
+        except KeyboardInterrupt:
+            raise SweepInterrupted(
+                "sweep interrupted; the runs in progress stopped after a checkpoint;"
+                " run the same sweep again to resume"
+            ) from None
     print_table(result.rows, spec.target, f"sweep {result.plan.folder.name}")
     for path in result.written:
         err_console.print(f"wrote {path}", highlight=False, markup=False)
@@ -101,6 +113,29 @@ def sweep(
             f"{len(result.failed)} of {len(result.outcomes)} runs failed; first: {first.run.folder}"
             f" ({first.message}; log {first.run.log})"
         )
+
+
+class SweepInterrupted(SslrunError):
+    """Ctrl-C or SIGTERM stopped a sweep (exit 130, like an interrupted run)."""
+
+    exit_code = INTERRUPTED_EXIT
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops a sweep as Ctrl-C does (its children get SIGTERM and checkpoint)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def report(

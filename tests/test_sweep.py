@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -362,10 +361,16 @@ def test_a_failed_run_is_reported_and_does_not_stop_the_sweep(tmp_path, catalogu
 
 def test_the_sweep_command_exits_1_when_a_run_failed(tmp_path, catalogue, monkeypatch, capsys):
     launched: list[PlannedRun] = []
-    monkeypatch.setattr(
-        sweep_module, "subprocess_launcher",
-        lambda threads: in_process_launcher(launched, "seed-2"),
-    )
+    class InProcess:
+        def __init__(self, threads: int | None) -> None:
+            self.launch = in_process_launcher(launched, "seed-2")
+
+        def __call__(self, run: PlannedRun) -> int:
+            return self.launch(run)
+
+        def terminate(self) -> None: ...
+
+    monkeypatch.setattr(sweep_module, "ProcessLauncher", InProcess)
     code = sslrun(
         "sweep", str(MOONS), "--root", str(tmp_path), "--seeds", "1,2", "--quiet",
         "--set", "train.epochs=1", "--set", "train.iterations_per_epoch=2",
@@ -376,6 +381,42 @@ def test_the_sweep_command_exits_1_when_a_run_failed(tmp_path, catalogue, monkey
     assert "1 failed" in (tmp_path / "supervised_moons" / "table.md").read_text()
 
 
+def test_an_interrupt_cancels_queued_runs_and_stops_running_ones(tmp_path):
+    runs = [PlannedRun(0, seed, tmp_path / f"seed-{seed}", [], "new") for seed in (1, 2, 3)]
+    launched: list[int] = []
+    stopped = threading.Event()
+
+    def launch(run: PlannedRun) -> int:
+        launched.append(run.seed)
+        if run.seed > 1:  # still running when the interrupt comes
+            assert stopped.wait(timeout=30)
+            return 130
+        return 0
+
+    class Interrupting(sweep_module.SweepWatcher):
+        def done(self, outcome: sweep_module.Outcome) -> None:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep_module.execute(runs, launch, 1, Interrupting(), on_interrupt=stopped.set)
+    assert stopped.is_set() and 3 not in launched
+
+
+def test_an_interrupted_sweep_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
+    class Interrupted:
+        def __init__(self, threads: int | None) -> None: ...
+
+        def __call__(self, run: PlannedRun) -> int:
+            raise KeyboardInterrupt
+
+        def terminate(self) -> None: ...
+
+    monkeypatch.setattr(sweep_module, "ProcessLauncher", Interrupted)
+    assert sslrun("sweep", str(MOONS), "--root", str(tmp_path), "--quiet") == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: sweep interrupted;") and "\n" not in err
+
+
 def test_threads_are_shared_between_concurrent_runs(monkeypatch):
     monkeypatch.setattr(sweep_module.os, "cpu_count", lambda: 16)
     assert [sweep_module.threads_per_run(j) for j in (1, 2, 3, 16, 40)] == [16, 8, 5, 1, 1]
@@ -384,16 +425,15 @@ def test_threads_are_shared_between_concurrent_runs(monkeypatch):
 # --- end to end -----------------------------------------------------------------------
 
 
-def test_sweep_end_to_end_in_child_processes(tmp_path):
-    """2 settings × 2 seeds, 1 epoch of 2 iterations, 2 processes at a time."""
-    command = [
-        sys.executable, "-m", "ssl_core", "sweep", str(MOONS),
-        "--set", "optim.lr=0.01,0.02", "--seeds", "1-2",
+def test_sweep_end_to_end_in_child_processes(tmp_path, capsys):
+    """2 settings × 2 seeds, 1 epoch of 2 iterations, 2 child processes at a time."""
+    code = sslrun(
+        "sweep", str(MOONS), "--set", "optim.lr=0.01,0.02", "--seeds", "1-2",
         "--set", "train.epochs=1", "--set", "train.iterations_per_epoch=2",
         "--jobs", "2", "--target", "0.5", "--root", str(tmp_path),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
     folder = tmp_path / "supervised_moons"
     summaries = sorted(folder.rglob("summary.json"))
     assert [p.parent.relative_to(folder).as_posix() for p in summaries] == [
@@ -408,4 +448,4 @@ def test_sweep_end_to_end_in_child_processes(tmp_path):
     ]
     for name in ("table.md", "accuracy.png", "epochs_to_target.png", "sweep.toml"):
         assert (folder / name).stat().st_size > 0
-    assert "4 to run, 2 at a time" in " ".join(done.stderr.split())
+    assert "4 to run, 2 at a time" in " ".join(err.split())
