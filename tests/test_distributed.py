@@ -10,8 +10,9 @@ calls, :func:`ssl_core.session.run_recipe`. In one start-up they
    with weight 0, so VAT's extra forwards through the DDP module and its
    input-gradient power iteration run under DDP without changing the trajectory (its
    random start differs per rank by design);
-2. interrupt a run mid-epoch with SIGINT, resume it, and end bit-identical to an
-   uninterrupted 2-process run.
+2. interrupt a run of VAT with batch norm (running statistics broadcast from rank 0)
+   mid-epoch with SIGINT, resume it, and end bit-identical to an uninterrupted
+   2-process run.
 
 ``benchmarks/reliability.py`` runs the same recipes through the ``torchrun`` command.
 """
@@ -62,11 +63,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_recipe(path: Path, plugins: dict[str, Any], scale: int = 1, **train: Any) -> Path:
-    spec = {**TRAIN, **train}
+def write_recipe(
+    path: Path, plugins: dict[str, Any], scale: int = 1, batch_norm: bool = False
+) -> Path:
+    spec = {**TRAIN}
     spec["labeled_batch"] *= scale
     spec["unlabeled_batch"] *= scale
-    path.write_text(dump_toml(tiny_recipe(model=MODEL, train=spec, plugins=plugins)))
+    model = {**MODEL, "batch_norm": batch_norm}
+    path.write_text(dump_toml(tiny_recipe(model=model, train=spec, plugins=plugins)))
     return path
 
 
@@ -132,8 +136,9 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The four runs of two spawned ranks, in one folder."""
     root = tmp_path_factory.mktemp("ddp")
     write_recipe(root / "trajectory.toml", TRAJECTORY_PLUGINS)
-    write_recipe(root / "interrupted.toml", {**RESUME_PLUGINS, "send_signal": {"at_step": 5}})
-    write_recipe(root / "reference.toml", {**RESUME_PLUGINS, "send_signal": {}})
+    interrupted = {**RESUME_PLUGINS, "send_signal": {"at_step": 5}}
+    write_recipe(root / "interrupted.toml", interrupted, batch_norm=True)
+    write_recipe(root / "reference.toml", {**RESUME_PLUGINS, "send_signal": {}}, batch_norm=True)
     ports = [free_port() for _ in range(4)]
     mp.start_processes(rank_main, args=(ports, str(root)), nprocs=2, start_method="spawn")
     return root
