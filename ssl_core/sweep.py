@@ -260,10 +260,11 @@ class PlannedRun:
 
 @dataclass
 class Plan:
+    """A planned sweep: its folder, its settings (with their table labels) and runs."""
+
     spec: SweepSpec
     folder: Path
     settings: list[Setting]
-    slugs: list[str]
     labels: list[str]
     runs: list[PlannedRun]
 
@@ -279,6 +280,10 @@ def plan_sweep(
     spec.check()
     settings = expand(spec)
     slugs = [slug(setting, len(spec.recipes) > 1) for setting in settings]
+    if len(set(slugs)) < len(slugs):
+        stems = [recipe.stem for recipe in spec.recipes]
+        twice = next(stem for stem in stems if stems.count(stem) > 1)
+        raise RecipeError(f"sweep: two recipes are named '{twice}'; give each recipe once")
     name = spec.name or "-vs-".join(recipe.stem for recipe in spec.recipes)
     folder = root / name
     runs: list[PlannedRun] = []
@@ -288,14 +293,15 @@ def plan_sweep(
         overrides = [f"{k}={toml_literal(v)}" for k, v in [*spec.fixed.items(), *setting.values]]
         disabled = [*spec.disable, *setting.disabled]
         resolved = load_recipe(setting.recipe, catalogue, overrides, disabled)
-        identity = json.dumps(setting_of(resolved.to_dict()), sort_keys=True, default=str)
+        flat = setting_of(_normalised(resolved.to_dict()))
+        identity = json.dumps(flat, sort_keys=True)
         if identity in identities:
             raise RecipeError(
                 f"sweep: settings '{identities[identity]}' and '{slugs[index]}' give the same"
                 " recipe; list each value once"
             )
         identities[identity] = slugs[index]
-        flat_settings.append(setting_of(_normalised(resolved.to_dict())))
+        flat_settings.append(flat)
         for seed in spec.seeds if spec.seeds is not None else [resolved.recipe.seed]:
             seeded = load_recipe(setting.recipe, catalogue, [*overrides, f"seed={seed}"], disabled)
             run_folder = folder / slugs[index] / f"seed-{seed}"
@@ -306,7 +312,7 @@ def plan_sweep(
             args += ["--data-dir", data_dir] if data_dir else []
             state = folder_state(run_folder, _normalised(seeded.to_dict()))
             runs.append(PlannedRun(index, seed, run_folder, args, state))
-    return Plan(spec, folder, settings, slugs, label_groups(flat_settings), runs)
+    return Plan(spec, folder, settings, label_groups(flat_settings), runs)
 
 
 def _normalised(recipe: dict[str, Any]) -> dict[str, Any]:

@@ -177,6 +177,7 @@ def test_without_seeds_each_recipe_runs_its_own_seed(tmp_path, catalogue):
         (SweepSpec([MOONS], grid={"train.epochs": [1, 1.0]}), "same recipe"),
         (SweepSpec([MOONS], grid={"optim.lrr": [1, 2]}), "optim.lrr"),
         (SweepSpec([MOONS], disable_each=["vat"]), "no plugin 'vat'"),
+        (SweepSpec([MOONS, MOONS]), "two recipes are named 'supervised_moons'"),
     ],
 )
 def test_contradictory_or_invalid_sweeps_are_refused_before_running(
