@@ -1,6 +1,6 @@
 """Bad GAN on MNIST-100 and MNIST-20: test accuracy over seeds and cost per epoch vs supervised.
 
-    python benchmarks/badgan_mnist.py                 # 3 seeds, 5 epochs of 100 iterations
+    python benchmarks/badgan_mnist.py                 # 3 seeds, 4 epochs of 100 iterations
     python benchmarks/badgan_mnist.py --quick         # 1 seed, 1 epoch of 20 iterations
 
 Trains recipes/badgan_mnist.toml and recipes/badgan_mnist20.toml (the paper's BN MLP
@@ -109,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--labels", type=int, nargs="+", default=[100, 20], choices=[100, 20])
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=100, help="iterations per epoch")
     parser.add_argument("--model", default="mnist_mlp", help="discriminator, e.g. mnist_wn_mlp")
     parser.add_argument("--procs", type=int, default=2, help="parallel processes (1 thread each)")

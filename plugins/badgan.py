@@ -162,7 +162,7 @@ class BadGan(Plugin):
             generator = build_generator(s.generator, s.noise_dim, shape)
         except ValueError as exc:
             raise TrainingError(f"plugins.badgan.generator: {exc}") from None
-        self.generator = generator.to(run.device)  # type: ignore[assignment]
+        self.generator = generator.to(run.device)
         self.optimizer = torch.optim.Adam(
             self.generator.parameters(),
             lr=s.generator_lr,

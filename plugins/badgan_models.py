@@ -104,7 +104,9 @@ def _up(cin: int, cout: int) -> list[nn.Module]:
     return [nn.ConvTranspose2d(cin, cout, 5, 2, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
 
-def build_generator(kind: GeneratorKind, noise_dim: int, image_shape: tuple[int, ...]) -> nn.Module:
+def build_generator(
+    kind: GeneratorKind, noise_dim: int, image_shape: tuple[int, ...]
+) -> ImageGenerator:
     """The generator for the data's shape; ``auto`` takes the conv one for (C, 32, 32) images."""
     is_32 = len(image_shape) == 3 and tuple(image_shape[1:]) == (32, 32)
     if kind == "conv" or (kind == "auto" and is_32):
