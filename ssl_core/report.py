@@ -287,10 +287,10 @@ def format_stat(stat: Stat | None, scale: float = 1.0, digits: int = 2) -> str:
 
 
 def table_columns(target: float | None) -> list[str]:
-    columns = ["setting", "runs", "final test acc. (%)", "best test acc. (%)"]
+    columns = ["setting", "runs", "final acc. %", "best acc. %"]
     if target is not None:
         columns += [f"epochs to {100 * target:g}%", "reached"]
-    return [*columns, "seconds / epoch", "status"]
+    return [*columns, "s / epoch", "status"]
 
 
 def table_cells(row: Row, target: float | None) -> list[str]:

@@ -162,8 +162,8 @@ def _rows(tmp_path: Path):
 def test_markdown_table_shows_percent_mean_and_std(tmp_path):
     text = markdown_table(_rows(tmp_path), target=0.95)
     assert text.splitlines() == [
-        "| setting | runs | final test acc. (%) | best test acc. (%) | epochs to 95% | reached"
-        " | seconds / epoch | status |",
+        "| setting | runs | final acc. % | best acc. % | epochs to 95% | reached"
+        " | s / epoch | status |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         "| optim.lr=0.01 | 2/2 | 93.00 ± 4.24 | 93.00 ± 4.24 | 2.0 | 1/2 | 2.000 ± 1.414 | ok |",
         "| optim.lr=0.02 | 1/1 | 98.00 | 98.00 | 1.0 | 1/1 | 2.000 | ok |",
