@@ -42,8 +42,8 @@ ITERATIONS = 40
 SAVES = 10
 
 
-def checkpoint_seconds(folder: Path) -> tuple[list[float], int]:
-    """Seconds of each of ``SAVES`` checkpoints of the MNIST MLP run, and the file size."""
+def checkpoint_seconds(folder: Path) -> tuple[list[float], int, int]:
+    """Seconds of each of ``SAVES`` checkpoints of the MNIST MLP run, file size, parameters."""
     catalogue = Catalogue.discover()
     resolved = load_recipe(RECIPE, catalogue, overrides=["train.threads=1"])
     run = build_run(resolved, catalogue, out_dir=folder)
@@ -64,7 +64,8 @@ def checkpoint_seconds(folder: Path) -> tuple[list[float], int]:
         save_checkpoint(run, Position(epoch + 1, 0, 0), [], {})
         times.append(time.perf_counter() - started)
     run.plugins.unregister()
-    return times, (folder / CHECKPOINT_NAME).stat().st_size
+    parameters = sum(p.numel() for p in run.classifier.parameters())
+    return times, (folder / CHECKPOINT_NAME).stat().st_size, parameters
 
 
 def free_port() -> int:
@@ -111,7 +112,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "checkpoints").mkdir()
-        saves, size = checkpoint_seconds(folder / "checkpoints")
+        saves, size, parameters = checkpoint_seconds(folder / "checkpoints")
         runs = {
             (1, 1): train_seconds(folder, 1, 1),
             (1, 2): train_seconds(folder, 1, 2),
@@ -144,6 +145,11 @@ def main() -> None:
             f" {runs[(1, 1)] / seconds:.2f} |"
         )
     body += [
+        "",
+        f"Each DDP step all-reduces the gradients of {parameters / 1e6:.2f} M parameters"
+        f" ({4 * parameters / 2**20:.1f} MiB of float32) through gloo. Two processes only"
+        " pay off when two cores are free for them; on a shared CPU they compete with"
+        " everything else, and so do a second torch thread's OpenMP workers (the 1 × 2 row).",
         "",
         f"Load average when the script ended: {load:.1f} (the machine is shared; timings"
         " on a busy CPU vary from run to run).",
