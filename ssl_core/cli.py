@@ -163,7 +163,11 @@ def main(argv: list[str] | None = None) -> Any:
         args.insert(0, "train")
     command = typer.main.get_command(app)
     try:
-        command.main(args=args, prog_name="sslrun", standalone_mode=False)
+        code = command.main(args=args, prog_name="sslrun", standalone_mode=False)
+        # With standalone_mode=False the parser returns (not raises) the exit code of
+        # an interrupt it caught itself (130); pass it on.
+        if isinstance(code, int) and code:
+            _fail("interrupted", code)
     except SslrunError as exc:
         _fail(str(exc), exc.exit_code)
     except typer.Exit as exc:
