@@ -246,3 +246,16 @@ def test_resume_from_a_damaged_checkpoint_fails_loudly(catalogue, tmp_path, dama
     with pytest.raises(TrainingError, match="unreadable checkpoint"):
         train(catalogue, recipe, out, resume=True)
     assert (out / "metrics.jsonl").read_text() == metrics  # nothing started over
+
+
+def test_resume_with_a_state_that_no_longer_fits_names_it(catalogue, tmp_path):
+    recipe = write_recipe(tmp_path, "a", plugins={"supervised": {}})
+    out = tmp_path / "run"
+    train(catalogue, recipe, out)
+    state = load_checkpoint(out / CHECKPOINT_NAME)
+    weights = state["states"]["classifier"]
+    first = next(iter(weights))
+    weights[first] = torch.zeros(3, 3)  # as if the model's code had changed since
+    torch.save(state, out / CHECKPOINT_NAME)
+    with pytest.raises(TrainingError, match="state 'classifier' does not load"):
+        train(catalogue, recipe, out, resume=True)
