@@ -8,6 +8,7 @@ Every failure is one line on stderr with exit code 2 (bad input) or 1 (training)
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -72,7 +73,7 @@ def train(
         resume=resume,
         quiet=quiet,
     )
-    if quiet:
+    if quiet and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 speaks
         console.print_json(json.dumps(summary))
 
 

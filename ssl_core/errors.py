@@ -25,3 +25,11 @@ class TrainingError(SslrunError):
     """Training failed: a plugin raised, a loss went non-finite, I/O failed (exit 1)."""
 
     exit_code = 1
+
+
+class TrainingInterrupted(SslrunError):
+    """SIGINT or SIGTERM stopped the run after a checkpoint; exit code 128 + signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum

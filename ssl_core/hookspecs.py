@@ -21,11 +21,17 @@ settings and called in their deterministic order, see :mod:`ssl_core.plugin_mana
             sslrun_pre_batch(run, batch)
             terms = sslrun_collect_losses(run, batch)   # named loss terms, summed
             classifier step on sum(terms)
-            sslrun_after_step(run, batch)          # e.g. a generator's own step
+            sslrun_after_step(run, batch)          # e.g. a generator's own step (not
+                                                   # called for a skipped non-finite batch)
         evaluation on the test (and validation) set
         sslrun_epoch_end(run, epoch, metrics)      # extra metrics, schedules (lambda warm-up)
         checkpoint
     sslrun_run_end(run, summary)                   # artefacts: plots, image grids
+
+Checkpoints are written after every epoch, and mid-epoch on an interrupt or every
+``train.checkpoint_every`` iterations. On resume the hooks that ran before the
+checkpoint run again (``sslrun_setup``, and ``sslrun_epoch_start`` for a mid-epoch
+checkpoint), then the checkpoint overwrites every registered state and RNG.
 
 Plugins share per-batch results only through the :class:`~ssl_core.context.BatchContext`
 passed to the batch hooks (``batch.shared``), never through module globals.
@@ -96,7 +102,11 @@ def sslrun_setup(run: Run) -> None:
 
 @hookspec
 def sslrun_epoch_start(run: Run, epoch: int) -> None:
-    """Called at the start of every epoch (0-based), before its first batch."""
+    """Called at the start of every epoch (0-based), before its first batch.
+
+    Also called again before a mid-epoch checkpoint is restored, so keep it free of
+    effects that the restored state would not overwrite.
+    """
 
 
 @hookspec
@@ -123,7 +133,9 @@ def sslrun_collect_losses(run: Run, batch: BatchContext) -> dict[str, Tensor] | 
 def sslrun_after_step(run: Run, batch: BatchContext) -> None:
     """Called after the classifier's optimizer step for the batch.
 
-    A plugin that owns its own optimizer (the Bad GAN generator) steps it here.
+    A plugin that owns its own optimizer (the Bad GAN generator) steps it here. Not
+    called for a batch skipped because of a non-finite loss
+    (``train.on_nonfinite = "skip"``).
     """
 
 

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ssl_core.checkpoint import Checkpoint, Position, read_checkpoint, save_checkpoint
 from ssl_core.context import BatchContext
 from ssl_core.data import EpochlessSampler
-from ssl_core.errors import SslrunError, TrainingError
+from ssl_core.errors import TrainingError, TrainingInterrupted
 from ssl_core.optim import apply_hyperparameters, epoch_hyperparameters
 from ssl_core.outputs import METRICS_NAME, SUMMARY_NAME, MetricsLog, write_summary
 from ssl_core.progress import Reporter
@@ -334,14 +334,6 @@ def summarize(run: Run, history: list[dict[str, Any]], wall: float) -> dict[str,
 
 
 # --- interrupts -----------------------------------------------------------------------
-
-
-class TrainingInterrupted(SslrunError):
-    """SIGINT or SIGTERM stopped the run after a checkpoint; exit code 128 + signal."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum
 
 
 class StopSignals:

@@ -11,6 +11,9 @@ import torch
 from ssl_core.data import ImageDataset
 from ssl_core.plugin_manager import Catalogue
 
+# Tiny tensors run fastest on one thread; two threads on two shared cores thrash.
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes"
 

@@ -31,8 +31,7 @@ import torch.multiprocessing as mp
 
 from ssl_core.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ssl_core.distributed import World
-from ssl_core.errors import RecipeError
-from ssl_core.loop import TrainingInterrupted
+from ssl_core.errors import RecipeError, TrainingInterrupted
 from ssl_core.plugin_manager import Catalogue
 from ssl_core.session import run_recipe
 from ssl_core.spec import dump_toml

@@ -20,8 +20,7 @@ import torch
 from ssl_core import hookimpl
 from ssl_core.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ssl_core.context import BatchContext
-from ssl_core.errors import TrainingError
-from ssl_core.loop import TrainingInterrupted
+from ssl_core.errors import TrainingError, TrainingInterrupted
 from ssl_core.plugin import Plugin, PluginSettings
 from ssl_core.plugin_manager import Catalogue
 from ssl_core.run import Run
