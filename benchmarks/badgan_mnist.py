@@ -122,11 +122,14 @@ def main() -> None:
     )
     parser.add_argument("--section", default="badgan_mnist", help="section of docs/results.md")
     parser.add_argument("--no-supervised", action="store_true", help="skip the baseline runs")
-    parser.add_argument("--quick", action="store_true", help="1 seed, 1 epoch of 20 iterations")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 seed, 1 epoch of 20 iterations (own section)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    if args.quick:
+    if args.quick:  # a smoke run: never overwrites the real numbers' section
         args.seeds, args.epochs, args.iterations = args.seeds[:1], 1, 20
+        args.section += "_quick"
 
     with ProcessPoolExecutor(max_workers=args.procs) as pool:
         results = []
