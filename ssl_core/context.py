@@ -22,6 +22,9 @@ class BatchContext:
       of the unlabeled batch (written by ``vat``; ``bad_samples`` reuses it instead
       of running a second power iteration).
     - ``"generated"``: the Bad GAN generator's batch (written by ``badgan``).
+    - ``"density_model"``: a ``ssl_plugins.badgan.DensityModel`` (log p(x) and a
+      threshold τ) written by a density plugin before ``sslrun_after_step``; ``badgan``
+      adds the density penalty of its generator objective (paper §2.2).
 
     ``stats`` collects per-batch numbers that are not losses (e.g. how many bad
     samples were kept); the core averages them over the epoch and logs them.
