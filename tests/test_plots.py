@@ -82,3 +82,15 @@ def test_decision_scatter_queries_the_model_on_a_mesh_and_writes_a_png(tmp_path)
     data = x.detach()
     assert (mesh.min(0).values < data.min(0).values).all()
     assert (mesh.max(0).values > data.max(0).values).all()
+
+
+def test_no_kept_bad_sample_draws_no_grid_and_does_not_fail(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from ssl_plugins.visuals import save_bad_sample_figure
+
+    run = SimpleNamespace(data=SimpleNamespace(input_shape=(1, 28, 28)))
+    assert save_bad_sample_figure(run, torch.empty(0, 1, 28, 28), tmp_path) is None
+    assert not (tmp_path / "bad_samples.png").exists()
