@@ -88,7 +88,6 @@ def test_no_kept_bad_sample_draws_no_grid_and_does_not_fail(tmp_path):
     from types import SimpleNamespace
 
     import torch
-
     from ssl_plugins.visuals import save_bad_sample_figure
 
     run = SimpleNamespace(data=SimpleNamespace(input_shape=(1, 28, 28)))
