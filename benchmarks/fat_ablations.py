@@ -34,6 +34,7 @@ from ssl_core.spec import load_recipe
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 BAD = "plugins.bad_samples"
+QUARTER = [f"{BAD}.true_fraction=0.25", f"{BAD}.bad_fraction=0.25"]
 #: (name, label, recipe, overrides); the first FAT and VAT rows are the recipes as shipped.
 SETTINGS = [
     ("fat", "FAT (fat_mnist.toml)", "fat_mnist.toml", []),
@@ -42,12 +43,16 @@ SETTINGS = [
     ("separate", "FAT, bad samples normalised with their own batch statistics",
      "fat_mnist.toml", [f"{BAD}.batch_norm=separate"]),
     ("quarter", "FAT, K+1 terms on 1/4 of the batch", "fat_mnist.toml",
-     [f"{BAD}.batch_fraction=0.25"]),
+     QUARTER),
     ("unsigned", "FAT, unsigned direction (variant original)", "fat_mnist.toml",
      ["plugins.vat.variant=original"]),
     ("cheap", "FAT, unsigned direction, K+1 on 1/4", "fat_mnist.toml",
-     ["plugins.vat.variant=original", f"{BAD}.batch_fraction=0.25"]),
+     ["plugins.vat.variant=original", *QUARTER]),
+    ("anchored", "FAT, bad samples on 1/4 of the batch, L_true on all of it", "fat_mnist.toml",
+     [f"{BAD}.bad_fraction=0.25"]),
     ("eps5", "FAT, ε = 5, C = 6", "fat_mnist.toml", ["plugins.vat.eps=5.0", f"{BAD}.radius=6.0"]),
+    ("nobad", "FAT without bad samples (VAT with the sign correction)", "fat_mnist.toml",
+     [f"{BAD}.enabled=false"]),
     ("vat", "VAT (vat_mnist.toml, ξ = 0.1)", "vat_mnist.toml", []),
     ("vat_xi", "VAT, ξ = 1e-6", "vat_mnist.toml", ["plugins.vat.xi=1e-6"]),
 ]
@@ -171,6 +176,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=[s[0] for s in SETTINGS], default=None)
     parser.add_argument("--xi-training-steps", type=int, default=234)
     parser.add_argument("--skip-xi", action="store_true")
+    parser.add_argument(
+        "--tag", default="", help="write to section fat_ablations-TAG (keeps other runs' tables)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print, leave docs alone")
     args = parser.parse_args()
 
@@ -180,8 +188,9 @@ def main() -> None:
         body += "\n\n**ξ in float32: how much of the direction survives**\n\n" + xi_table(args)
     print(body)
     if not args.no_write:
-        title = "FAT ablations on MNIST-100 and the ξ pitfall"
-        write_section("fat_ablations", title, body)
+        title = "FAT ablations on MNIST-100" + ("" if args.skip_xi else " and the ξ pitfall")
+        name = "fat_ablations" + (f"-{args.tag}" if args.tag else "")
+        write_section(name, title + (f" ({args.tag})" if args.tag else ""), body)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,11 @@ class over an all-bad batch is pinned, so L_fake could not lower it. The joint p
 also serves L_true, L_fake and the α filter (its outputs, detached, are p(·|x_bad; θ̂))
 at once; running statistics are never updated by it.
 
-Cost, in passes of one forward over the unlabeled batch B: 6·f for the joint pass over
-f·B real and f·B bad inputs with ``batch_fraction = f`` (plus 3 for the direction's
-power iteration and clean pass when ``vat`` is off, +2 with the sign correction).
+Cost, in passes of one forward over the unlabeled batch B (a full backward ≈ 2): the
+joint pass over t·B real and b·B bad inputs costs 3·(t + b), with ``true_fraction = t``
+and ``bad_fraction = b`` (6 at the default t = b = 1); plus 3 for the clean pass and the
+power iteration when ``vat`` is off, +2 with the sign correction. Sub-batches are the
+first rows of the (randomly drawn) unlabeled batch.
 """
 
 from __future__ import annotations
@@ -65,8 +67,11 @@ class BadSampleSettings(PluginSettings):
         description="'joint': one forward over [x; x_bad], bad samples normalised with"
         " real data; 'separate': two forwards, each with its own batch statistics",
     )
-    batch_fraction: float = Field(
-        1.0, gt=0, le=1, description="share of the unlabeled batch given the K+1 terms"
+    true_fraction: float = Field(
+        1.0, gt=0, le=1, description="share of the unlabeled batch given L_true"
+    )
+    bad_fraction: float = Field(
+        1.0, gt=0, le=1, description="share of the unlabeled batch turned into bad samples"
     )
     eps: float = Field(1.5, gt=0, description="ε of the own direction (only without vat)")
     xi: float = Field(1e-6, gt=0, description="ξ of the own direction (only without vat)")
@@ -114,19 +119,22 @@ class BadSamples(Plugin):
             sign_eps = s.eps if s.sign_corrected else None
             direction = estimate_direction(run, batch, s.xi, s.iterations, sign_eps)
 
-        count = max(1, round(s.batch_fraction * len(batch.x_unlabeled)))
-        x = batch.x_unlabeled[:count]
-        x_bad = bad_samples(x, direction[:count], s.radius)
+        size = len(batch.x_unlabeled)
+        n_true = max(1, round(s.true_fraction * size))
+        n_bad = max(1, round(s.bad_fraction * size))
+        x = batch.x_unlabeled[:n_true]
+        x_bad = bad_samples(batch.x_unlabeled[:n_bad], direction[:n_bad], s.radius)
         with frozen_bn_stats(run.classifier):
             if s.batch_norm == "joint":
-                real, bad = full_precision(run.model(torch.cat([x, x_bad]))).split(count)
+                joint = full_precision(run.model(torch.cat([x, x_bad])))
+                real, bad = joint[:n_true], joint[n_true:]
             else:
                 real, bad = full_precision(run.model(x)), full_precision(run.model(x_bad))
 
         keep = keep_uncertain(bad.detach(), s.alpha)
         kept = int(keep.sum())
         batch.stats["bad_kept"] = float(kept)
-        batch.stats["bad_kept_fraction"] = kept / count
+        batch.stats["bad_kept_fraction"] = kept / n_bad
         batch.stats["real_p_fake"] = float(log_prob_fake(real.detach()).exp().mean())
         if kept:
             self.last_kept = x_bad[keep].detach()

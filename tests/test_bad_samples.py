@@ -115,12 +115,21 @@ def test_without_vat_bad_samples_estimate_their_own_sign_corrected_direction(cat
     assert torch.allclose(log.inputs[-1][3:], x + 0.3 * toward)
 
 
-def test_batch_fraction_gives_the_k_plus_1_terms_a_sub_batch(catalogue):
-    with tiny_run(catalogue, **bad_only(batch_fraction=0.25)) as run:
+@pytest.mark.parametrize(("true", "bad"), [(0.25, 0.25), (1.0, 0.25), (0.5, 1.0)])
+def test_fractions_give_l_true_and_the_bad_samples_sub_batches(catalogue, true, bad):
+    with tiny_run(catalogue, **bad_only(true_fraction=true, bad_fraction=bad)) as run:
         log = CallLog(run.classifier)
-        collect(run, batch_of(run.data.unlabeled_x[:32]))
+        x = run.data.unlabeled_x[:32]
+        batch = batch_of(x)
+        batch.shared[DIRECTION] = torch.nn.functional.normalize(torch.randn(32, 2), dim=1)
+        collect(run, batch)
         log.close()
-    assert log.rows[-1] == 16  # 8 real + 8 bad
+    n_true, n_bad = int(32 * true), int(32 * bad)
+    joint = log.inputs[-1]
+    assert len(joint) == n_true + n_bad
+    assert torch.equal(joint[:n_true], x[:n_true])
+    assert torch.allclose(joint[n_true:], x[:n_bad] + 2.0 * batch.shared[DIRECTION][:n_bad])
+    assert batch.stats["bad_kept_fraction"] == batch.stats["bad_kept"] / n_bad
 
 
 def shifted_batch_l_fake(catalogue, batch_norm: str, radius: float) -> float:
@@ -210,7 +219,7 @@ def test_training_logs_lambda_and_kept_bad_samples_per_epoch(catalogue):
         ({"lambda_start": 0.5, "lambda_max": 0.2}, "plugins.bad_samples"),
         ({"alpha": 1.0}, "plugins.bad_samples.alpha"),
         ({"true_loss": "full"}, "plugins.bad_samples.true_loss"),
-        ({"batch_fraction": 0}, "plugins.bad_samples.batch_fraction"),
+        ({"bad_fraction": 0}, "plugins.bad_samples.bad_fraction"),
     ],
 )
 def test_bad_settings_are_refused_naming_their_key(catalogue, table, key):
