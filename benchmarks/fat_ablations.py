@@ -38,18 +38,38 @@ FAT, VAT = "fat_mnist.toml", "vat_mnist.toml"
 #: (name, label, recipe, overrides); the first FAT and VAT rows are the recipes as shipped.
 SETTINGS = [
     ("fat", "FAT (fat_mnist.toml: joint pass, bad samples for 1/4 of the batch)", FAT, []),
-    ("all_bad", "FAT, bad samples for every image (joint pass: half real, half bad)", FAT,
-     [f"{BAD}.bad_fraction=1.0"]),
-    ("separate", "FAT, bad samples for every image, normalised with their own statistics",
-     FAT, [f"{BAD}.bad_fraction=1.0", f"{BAD}.batch_norm=separate"]),
-    ("nobad", "FAT without bad samples (VAT with the sign correction)", FAT,
-     [f"{BAD}.enabled=false"]),
+    (
+        "all_bad",
+        "FAT, bad samples for every image (joint pass: half real, half bad)",
+        FAT,
+        [f"{BAD}.bad_fraction=1.0"],
+    ),
+    (
+        "separate",
+        "FAT, bad samples for every image, normalised with their own statistics",
+        FAT,
+        [f"{BAD}.bad_fraction=1.0", f"{BAD}.batch_norm=separate"],
+    ),
+    (
+        "nobad",
+        "FAT without bad samples (VAT with the sign correction)",
+        FAT,
+        [f"{BAD}.enabled=false"],
+    ),
     ("printed", "FAT, eq. (8) as printed (no not-fake term)", FAT, [f"{BAD}.true_loss=entropy"]),
     ("quarter", "FAT, L_true on 1/4 of the batch too", FAT, [f"{BAD}.true_fraction=0.25"]),
-    ("unsigned", "FAT, unsigned direction (variant original)", FAT,
-     ["plugins.vat.variant=original"]),
-    ("cheap", "FAT, unsigned direction, L_true on 1/4", FAT,
-     ["plugins.vat.variant=original", f"{BAD}.true_fraction=0.25"]),
+    (
+        "unsigned",
+        "FAT, unsigned direction (variant original)",
+        FAT,
+        ["plugins.vat.variant=original"],
+    ),
+    (
+        "cheap",
+        "FAT, unsigned direction, L_true on 1/4",
+        FAT,
+        ["plugins.vat.variant=original", f"{BAD}.true_fraction=0.25"],
+    ),
     ("eps5", "FAT, ε = 5, C = 6", FAT, ["plugins.vat.eps=5.0", f"{BAD}.radius=6.0"]),
     ("vat", "VAT (vat_mnist.toml: ε = 5, ξ = 0.1)", VAT, []),
     ("vat_eps15", "VAT, ε = 1.5 (FAT's ε)", VAT, ["plugins.vat.eps=1.5"]),
@@ -96,9 +116,7 @@ def settings_table(args: argparse.Namespace) -> str:
             for e in range(args.epochs)
         )
         last = [c[-1] for c in runs]
-        fake = (
-            mean_std([m["real_p_fake"] for m in last], 3) if "real_p_fake" in last[0] else "–"
-        )
+        fake = mean_std([m["real_p_fake"] for m in last], 3) if "real_p_fake" in last[0] else "–"
         kept = (
             mean_std([100 * m["bad_kept_fraction"] for m in last], 1) + "%"
             if "bad_kept_fraction" in last[0]

@@ -44,8 +44,10 @@ def main() -> None:
         finals.append(100 * summary["final_test_acc"])
         bests.append(100 * summary["best_test_acc"])
         seconds.append(summary["seconds_per_epoch"])
-        print(f"seed {seed}: final {finals[-1]:.2f}%  best {bests[-1]:.2f}%"
-              f"  {seconds[-1]:.2f} s/epoch")
+        print(
+            f"seed {seed}: final {finals[-1]:.2f}%  best {bests[-1]:.2f}%"
+            f"  {seconds[-1]:.2f} s/epoch"
+        )
 
     def mean_std(values: list[float]) -> str:
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
