@@ -22,7 +22,7 @@ from pathlib import Path
 
 from results_md import write_section
 
-from ssl_core.report import Row, format_stat
+from ssl_core.report import EPOCHS_PNG, Row, format_stat
 from ssl_core.sweep import SweepResult, SweepSpec, parse_seeds, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,6 +78,8 @@ def sweep(
         raise SystemExit(f"{name}: {len(result.failed)} runs failed; see {result.plan.folder}")
     FIGURES.mkdir(parents=True, exist_ok=True)
     for png in result.plan.folder.glob("*.png"):
+        if png.name == EPOCHS_PNG and not any(row.reached for row in result.rows):
+            continue  # a bar chart without bars: the table says "0/n" already
         shutil.copy(png, FIGURES / f"{name}-{png.name}")
     return result
 

@@ -107,6 +107,8 @@ def plot_epochs_to_target(bars: Sequence[TargetBar], target: float, path: Path) 
         note = f"{len(bar.epochs)}/{bar.runs}"
         ax.annotate(note, (position, mean + error), textcoords="offset points", xytext=(0, 3),
                     ha="center", fontsize="small")
+    tallest = max((mean + error for mean, error in zip(means, errors, strict=True)), default=0)
+    ax.set_ylim(0, 1.15 * max(tallest, 1.0))  # room for the notes; no negative axis when empty
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xticks(x, [bar.label for bar in bars], rotation=20, ha="right", fontsize="small")
     ax.set_ylabel(f"epochs to {100 * target:g}% test accuracy")
