@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1-5"))
-    parser.add_argument("--table2-seeds", type=parse_seeds, default=parse_seeds("1"))
+    parser.add_argument("--table2-seeds", type=parse_seeds, default=parse_seeds("1-3"))
     parser.add_argument("--figure3-seeds", type=parse_seeds, default=parse_seeds("1-2"))
     parser.add_argument("--figure3-epochs", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2)
