@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from results_md import write_section
+from results_md import mean_std, write_section
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 BADGAN = {100: "badgan_mnist.toml", 20: "badgan_mnist20.toml"}
@@ -77,11 +77,6 @@ def jobs_for(args: argparse.Namespace) -> list[dict[str, Any]]:
                     }
                 )
     return jobs
-
-
-def mean_std(values: list[float], digits: int = 2) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
 def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from results_md import write_section
+from results_md import mean_std, write_section
 from torch import Tensor, nn
 from vat_fat_mnist import train_curve
 
@@ -75,11 +75,6 @@ SETTINGS = [
     ("vat_eps15", "VAT, ε = 1.5 (FAT's ε)", VAT, ["plugins.vat.eps=1.5"]),
     ("vat_xi", "VAT, ξ = 1e-6", VAT, ["plugins.vat.xi=1e-6"]),
 ]
-
-
-def mean_std(values: list[float], digits: int = 2) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
 def settings_table(args: argparse.Namespace) -> str:

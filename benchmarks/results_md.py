@@ -16,6 +16,9 @@ from pathlib import Path
 
 import torch
 
+from ssl_core.report import format_stat
+from ssl_core.report import mean_std as stat_of
+
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results.md"
 HEADER = (
     "# Measured results\n\n"
@@ -45,6 +48,11 @@ def provenance() -> str:
     command = " ".join(["python", *[Path(sys.argv[0]).as_posix(), *sys.argv[1:]]])
     today = dt.date.today().isoformat()
     return f"Command: `{command}`  \nMachine: {machine_description()}  \nDate: {today}\n"
+
+
+def mean_std(values: list[float], digits: int = 2) -> str:
+    """``mean ± sample std`` of ``values``, formatted as every sslrun table prints it."""
+    return format_stat(stat_of(values), digits=digits)
 
 
 def write_section(name: str, title: str, body: str, path: Path = RESULTS) -> None:

@@ -9,11 +9,10 @@ MLP) once per seed and writes the mean ± std to docs/results.md.
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 import torch
-from results_md import write_section
+from results_md import mean_std, write_section
 
 from ssl_core.loop import train
 from ssl_core.plugin_manager import Catalogue
@@ -48,10 +47,6 @@ def main() -> None:
             f"seed {seed}: final {finals[-1]:.2f}%  best {bests[-1]:.2f}%"
             f"  {seconds[-1]:.2f} s/epoch"
         )
-
-    def mean_std(values: list[float]) -> str:
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.2f} ± {spread:.2f}"
 
     body = (
         f"Recipe `recipes/supervised_mnist.toml` (100 labels, 234 iterations of 64 labeled"

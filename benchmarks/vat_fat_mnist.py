@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from results_md import write_section
+from results_md import mean_std, write_section
 from ssl_plugins.models import MLP
 from torch import Tensor, nn
 
@@ -37,6 +37,7 @@ from ssl_core.data import EpochlessSampler, SplitData
 from ssl_core.loop import train
 from ssl_core.plugin_manager import Catalogue
 from ssl_core.progress import Reporter
+from ssl_core.report import epochs_to_target
 from ssl_core.run import build_run, load_data
 from ssl_core.spec import load_recipe
 
@@ -113,15 +114,6 @@ def accuracy_runs(args: argparse.Namespace) -> dict[tuple[int, str], list[list[d
     return results
 
 
-def mean_std(values: list[float], digits: int = 2) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
-
-
-def epochs_to(curve: list[dict[str, Any]], target: float) -> int | None:
-    return next((m["epoch"] + 1 for m in curve if m["test_acc"] >= target), None)
-
-
 def accuracy_markdown(results: dict, args: argparse.Namespace) -> str:
     lines = []
     for labels in args.labels:
@@ -137,7 +129,7 @@ def accuracy_markdown(results: dict, args: argparse.Namespace) -> str:
             lines.append(f"| {epoch + 1} | {cells[0]} | {cells[1]} |")
         lines.append("")
         for method, runs in (("VAT", vat), ("FAT", fat)):
-            reached = [epochs_to(c, TARGET) for c in runs]
+            reached = [epochs_to_target([m["test_acc"] for m in c], TARGET) for c in runs]
             shown = ", ".join("not reached" if r is None else str(r) for r in reached)
             kept = [c[-1].get("bad_kept_fraction") for c in runs]
             extra = (
