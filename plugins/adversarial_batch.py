@@ -14,7 +14,9 @@ Every pass here goes through the bare ``run.classifier`` (nothing is back-propag
 into the parameters, so nothing takes part in gradient synchronisation) inside
 :func:`ssl_core.bn.frozen_bn_stats`: the batch is normalised with its own statistics
 (training mode, as in VAT) but the running statistics used at evaluation stay those
-of the supervised plugin's labeled forward.
+of the supervised plugin's labeled forward. They also run without the model's noise
+layers (:func:`ssl_core.noise.noise_free`): the target p(·|x; θ̂) and the direction
+belong to one fixed network, so its curvature, not fresh noise, decides r_adv.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import Tensor
 from ssl_core.adversarial import power_iteration_direction, sign_corrected_direction
 from ssl_core.bn import frozen_bn_stats
 from ssl_core.context import BatchContext
+from ssl_core.noise import noise_free
 from ssl_core.run import Run
 
 CLEAN_LOGITS = "clean_logits"
@@ -42,7 +45,7 @@ def shared_clean_logits(run: Run, batch: BatchContext) -> Tensor:
     Computed once per batch (one no-grad forward) and reused by every later reader.
     """
     if CLEAN_LOGITS not in batch.shared:
-        with torch.no_grad(), frozen_bn_stats(run.classifier):
+        with torch.no_grad(), frozen_bn_stats(run.classifier), noise_free(run.classifier):
             batch.shared[CLEAN_LOGITS] = run.classifier(batch.x_unlabeled)
     return batch.shared[CLEAN_LOGITS]
 
@@ -64,7 +67,7 @@ def estimate_direction(
     """
     x = batch.x_unlabeled
     clean = shared_clean_logits(run, batch)
-    with frozen_bn_stats(run.classifier):
+    with frozen_bn_stats(run.classifier), noise_free(run.classifier):
         direction = power_iteration_direction(run.classifier, x, clean, xi, iterations)
         if sign_eps is not None:
             direction, sign = sign_corrected_direction(

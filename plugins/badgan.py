@@ -104,6 +104,11 @@ class BadGanSettings(PluginSettings):
         description="'joint': real and generated images in one forward (shared batch"
         " statistics); 'separate': each normalised with its own",
     )
+    feature_matching: Literal["sum", "mean"] = Field(
+        "sum",
+        description="‖E_U v − E_G v‖² summed over the features ('sum', §2.2) or averaged"
+        " ('mean', as the official Bad GAN code computes it)",
+    )
 
 
 def discriminator_terms(
@@ -119,9 +124,15 @@ def discriminator_terms(
     return terms
 
 
-def feature_matching_loss(real: Tensor, generated: Tensor) -> Tensor:
-    """‖E_U v(x) − E_G v(x)‖², the squared L2 distance of the batch-mean features (§2.2)."""
-    return (real.mean(0) - generated.mean(0)).pow(2).sum()
+def feature_matching_loss(real: Tensor, generated: Tensor, reduction: str = "sum") -> Tensor:
+    """‖E_U v(x) − E_G v(x)‖², the squared L2 distance of the batch-mean features (§2.2).
+
+    ``reduction = "mean"`` divides it by the number of features, as the official Bad GAN
+    code (``torch.mean`` of the squares) does; with Adam the two differ only through
+    its ε, since a constant factor on the loss cancels in its update.
+    """
+    squares = (real.mean(0) - generated.mean(0)).pow(2)
+    return squares.mean() if reduction == "mean" else squares.sum()
 
 
 def density_penalty(log_prob: Tensor, log_threshold: float) -> Tensor:
@@ -224,7 +235,7 @@ class BadGan(Plugin):
             real_features, fake_features = paired_forward(
                 run.classifier.features, real, generated, self.s.batch_norm == "joint"
             )
-        loss = feature_matching_loss(real_features, fake_features)
+        loss = feature_matching_loss(real_features, fake_features, self.s.feature_matching)
         batch.stats["badgan_fm"] = float(loss.detach())
         density = batch.shared.get(DENSITY_MODEL)
         if density is not None:

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from ssl_core import hookimpl
+from ssl_core.noise import GaussianNoise
 from ssl_core.registry import ModelProvider, ProviderSettings
 
 GeneratorKind = Literal["auto", "mlp", "conv"]
@@ -115,19 +116,6 @@ def build_generator(
 
 
 # --- the MNIST discriminator ----------------------------------------------------------
-
-
-class GaussianNoise(nn.Module):
-    """x + N(0, σ²) in training mode, the identity in evaluation mode."""
-
-    def __init__(self, sigma: float) -> None:
-        super().__init__()
-        self.sigma = sigma
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.sigma == 0:
-            return x
-        return x + self.sigma * torch.randn_like(x)
 
 
 class WeightNormLinear(nn.Module):

@@ -1,17 +1,24 @@
-"""Keep batch-norm running statistics for the clean data the model is evaluated on.
+"""Batch-norm running statistics: kept for clean data, or re-estimated for evaluation.
 
 Adversarial, perturbed and bad-sample forward passes still normalise with their own
 batch statistics (the model stays in training mode, as in VAT), but they must not
 move the running statistics used at evaluation: perturbed inputs are not the data
 distribution. :func:`frozen_bn_stats` makes any forward pass leave them untouched.
+
+The running statistics therefore come from the labeled passes alone: on MNIST-20,
+from 20 distinct images. :func:`reestimated_copy` gives evaluation a copy of the model
+whose statistics are averaged over unlabeled images instead, as the Theano VAT code
+does after training, without touching the model that trains.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
@@ -35,3 +42,26 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
         for bn, momentum, count in saved:
             bn.momentum = momentum
             bn.num_batches_tracked.copy_(count)
+
+
+@torch.no_grad()
+def reestimated_copy(model: nn.Module, x: Tensor, batch_size: int) -> nn.Module:
+    """A copy of ``model`` in evaluation mode whose batch-norm statistics come from ``x``.
+
+    The copy's running means and variances are reset, then set to the plain average of
+    the batch statistics over ``x`` in near-equal chunks of at most ``batch_size``
+    (momentum ``None``: a cumulative average; no chunk is a single image). Every other
+    layer is in evaluation mode during those passes (no noise, no dropout): the
+    statistics are those of the network that is evaluated. The model itself, its
+    buffers and the RNG are left as they were.
+    """
+    twin = copy.deepcopy(model).eval()
+    norms = batch_norms(twin)
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    if norms:
+        for chunk in torch.tensor_split(x, max(1, -(-len(x) // batch_size))):
+            twin(chunk)
+    return twin.eval()

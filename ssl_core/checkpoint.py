@@ -177,7 +177,9 @@ def read_checkpoint(run: Run) -> Checkpoint:
     """Rank 0 reads the run folder's checkpoint; every rank gets it, checked.
 
     Refused (never silently ignored): a missing or unreadable file, another layout
-    version, a different recipe, a different world size, different registered states.
+    version, a different recipe (naming the first key that differs; a setting added
+    since, at its default, is no difference), a different world size, different
+    registered states.
     """
     if run.out_dir is None:
         raise TrainingError("resume needs a run folder")
@@ -188,8 +190,11 @@ def read_checkpoint(run: Run) -> Checkpoint:
             f"{path}: checkpoint layout {payload.get('format')!r} is not {FORMAT};"
             " it cannot be resumed exactly by this version"
         )
-    if payload["recipe"] != run.resolved.to_dict():
-        raise TrainingError(f"{path}: the recipe differs from the one the run was started with")
+    difference = run.resolved.difference(payload["recipe"])
+    if difference is not None:
+        raise TrainingError(
+            f"{path}: the recipe differs from the one the run was started with ({difference})"
+        )
     if payload["world_size"] != run.world.size:
         raise TrainingError(
             f"{path}: written by {payload['world_size']} process(es), resumed with"

@@ -18,14 +18,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ssl_core.bn import reestimated_copy
 from ssl_core.checkpoint import Checkpoint, Position, read_checkpoint, save_checkpoint
 from ssl_core.context import BatchContext
-from ssl_core.data import EpochlessSampler
+from ssl_core.data import EpochlessSampler, SplitData
 from ssl_core.errors import TrainingError, TrainingInterrupted
 from ssl_core.optim import apply_hyperparameters, epoch_hyperparameters
 from ssl_core.outputs import METRICS_NAME, SUMMARY_NAME, MetricsLog, write_summary
 from ssl_core.progress import Reporter
 from ssl_core.run import Run
+from ssl_core.spec import Recipe
+
+#: The subset that re-estimates batch-norm statistics is drawn from seed + this offset
+#: (the samplers use + 1, + 2 and Bad GAN's + 3), with its own generator.
+BN_SUBSET_SEED_OFFSET = 4
 
 
 def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> dict[str, Any]:
@@ -251,11 +257,8 @@ def epoch_metrics(run: Run, epoch: int, lr: float, tally: EpochTally) -> dict[st
         metrics[name] = sum(sums.get(name, 0.0) for sums, _ in ranks) / max(steps, 1)
     if run.recipe.train.on_nonfinite == "skip":
         metrics["skipped_batches"] = tally.skipped
-    data = run.data
     run.world.sync_buffers(run.classifier)
-    metrics.update(evaluate_split(run, "test", data.test_x, data.test_y))
-    if len(data.val_y):
-        metrics.update(evaluate_split(run, "val", data.val_x, data.val_y))
+    metrics.update(evaluate_run_splits(run))
     metrics["seconds"] = seconds
     for plugin, extra in run.plugins.call(
         "sslrun_epoch_end", run=run, epoch=epoch, metrics=dict(metrics)
@@ -303,16 +306,56 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
     return count_correct(model, x, y, batch_size) / max(len(y), 1)
 
 
-def evaluate_split(run: Run, split: str, x: Tensor, y: Tensor) -> dict[str, float]:
-    """Accuracy on a split; under torchrun each rank scores its own share, counts summed."""
+def evaluate_split(
+    run: Run, split: str, x: Tensor, y: Tensor, model: nn.Module | None = None
+) -> dict[str, float]:
+    """Accuracy of ``model`` (the classifier by default) on a split, as ``<split>_acc``.
+
+    Under torchrun each rank scores its own share and the counts are summed.
+    """
     share = run.world.eval_range(len(y))
     correct = count_correct(
-        run.classifier,
+        model if model is not None else run.classifier,
         x[share.start : share.stop],
         y[share.start : share.stop],
         run.recipe.train.eval_batch,
     )
     return {f"{split}_acc": run.world.sum(correct) / max(len(y), 1)}
+
+
+def evaluation_models(
+    classifier: nn.Module, data: SplitData, recipe: Recipe
+) -> dict[str, nn.Module]:
+    """The classifiers to score, by metric suffix: the one ``train.bn_stats`` asks for first.
+
+    With ``bn_stats = "unlabeled"`` the headline model is a copy whose batch-norm
+    statistics are re-estimated over a fixed, seeded subset of the unlabeled images
+    (:func:`ssl_core.bn.reestimated_copy`); the classifier with its running statistics
+    from the labeled passes is scored too, under the suffix ``_labeled_bn``.
+    """
+    spec = recipe.train
+    if spec.bn_stats == "labeled":
+        return {"": classifier}
+    unlabeled = data.unlabeled_x
+    count = spec.bn_stats_samples or len(unlabeled)
+    generator = torch.Generator().manual_seed(recipe.seed + BN_SUBSET_SEED_OFFSET)
+    subset = torch.randperm(len(unlabeled), generator=generator)[:count].sort().values
+    twin = reestimated_copy(classifier, unlabeled[subset.to(unlabeled.device)], spec.eval_batch)
+    return {"": twin, "_labeled_bn": classifier}
+
+
+def evaluate_run_splits(run: Run) -> dict[str, float]:
+    """Test (and validation) accuracy of every model of :func:`evaluation_models`."""
+    data = run.data
+    splits = [("test", data.test_x, data.test_y)]
+    if len(data.val_y):
+        splits.append(("val", data.val_x, data.val_y))
+    metrics: dict[str, float] = {}
+    for suffix, model in evaluation_models(run.classifier, data, run.recipe).items():
+        for split, x, y in splits:
+            for key, value in evaluate_split(run, split, x, y, model).items():
+                metrics[key + suffix] = value
+    return metrics
 
 
 def summarize(run: Run, history: list[dict[str, Any]], wall: float) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from ssl_core.errors import DataError, RecipeError
 from ssl_core.outputs import METRICS_NAME, RECIPE_NAME, SUMMARY_NAME, atomic_write_text
+from ssl_core.spec import flatten
 
 #: Recipe keys that never separate two runs into two settings (dotted paths).
 IGNORED_KEYS = frozenset({"seed", "train.threads", "data.root"})
@@ -162,18 +163,6 @@ def group_folders(folders: Sequence[Path]) -> list[Group]:
 def setting_of(recipe: dict[str, Any]) -> dict[str, Any]:
     """The flattened recipe without the keys that do not define a setting (seed, threads)."""
     return {k: v for k, v in flatten(recipe).items() if k not in IGNORED_KEYS}
-
-
-def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested tables as one level of dotted keys: ``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{dotted}."))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 _MISSING = object()

@@ -9,7 +9,7 @@ from typing import Any
 from ssl_core.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ssl_core.distributed import World
 from ssl_core.errors import RecipeError, TrainingError
-from ssl_core.loop import evaluate, train
+from ssl_core.loop import evaluate, evaluation_models, train
 from ssl_core.outputs import RECIPE_NAME, atomic_write_text, create_run_dir, default_run_dir
 from ssl_core.plugin_manager import Catalogue
 from ssl_core.progress import Reporter, RichReporter
@@ -79,8 +79,10 @@ def evaluate_run(run_dir: Path, catalogue: Catalogue, data_dir: str | None) -> d
     except (KeyError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TrainingError(f"{checkpoint}: the classifier does not load ({reason})") from None
-    accuracy = evaluate(model, data.test_x, data.test_y, resolved.recipe.train.eval_batch)
-    result = {"run": str(run_dir), "epochs_done": state["epochs_done"], "test_acc": accuracy}
+    result: dict[str, Any] = {"run": str(run_dir), "epochs_done": state["epochs_done"]}
+    eval_batch = resolved.recipe.train.eval_batch
+    for suffix, scored in evaluation_models(model, data, resolved.recipe).items():
+        result[f"test_acc{suffix}"] = evaluate(scored, data.test_x, data.test_y, eval_batch)
     position = state.get("position", {})
     if position.get("iteration"):  # an interrupted epoch: say how far it got
         result["iterations_into_next_epoch"] = position["iteration"]

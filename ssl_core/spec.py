@@ -70,6 +70,19 @@ class TrainSpec(Section):
     checkpoint_every: int = Field(
         0, ge=0, description="also checkpoint every N iterations within an epoch (0: at its end)"
     )
+    bn_stats: Literal["labeled", "unlabeled"] = Field(
+        "labeled",
+        description="batch-norm statistics at evaluation: 'labeled', the running averages"
+        " of the labeled passes; 'unlabeled', re-estimated over unlabeled images before"
+        " each evaluation, as the Theano VAT code does after training (the running ones"
+        " are then reported too, as test_acc_labeled_bn)",
+    )
+    bn_stats_samples: int = Field(
+        10_000,
+        ge=0,
+        description="unlabeled images, a fixed subset drawn by seed, that re-estimate the"
+        " statistics for bn_stats = 'unlabeled' (0: all of them)",
+    )
 
 
 class OptimSpec(Section):
@@ -112,16 +125,31 @@ class ResolvedRecipe:
         data_settings: ProviderSettings,
         model_settings: ProviderSettings,
         source: str,
+        catalogue: Catalogue,
     ) -> None:
         self.recipe = recipe
         self.plugin_settings = plugin_settings
         self.data_settings = data_settings
         self.model_settings = model_settings
         self.source = source
+        self.catalogue = catalogue
 
     @property
     def enabled_plugins(self) -> list[str]:
         return [name for name, s in self.plugin_settings.items() if s.enabled]
+
+    def difference(self, recorded: dict[str, Any]) -> str | None:
+        """The first key where a run's recorded recipe and this one differ, or ``None``.
+
+        The recorded recipe (a run folder's ``recipe.toml`` or a checkpoint's copy) is
+        resolved again by the installed version first, so a setting added since the run
+        started counts as a difference only when this recipe moves it off its default.
+        """
+        try:
+            then = validate_recipe(recorded, self.catalogue, source="the recorded recipe")
+        except RecipeError as exc:
+            return str(exc)
+        return first_difference(then.to_dict(), self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved recipe (defaults filled in), as written to the run folder."""
@@ -195,7 +223,7 @@ def validate_recipe(raw: dict[str, Any], catalogue: Catalogue, source: str) -> R
 
     data_settings = _provider_settings(catalogue.datasets, "data", recipe.data, DataSpec, source)
     model_settings = _provider_settings(catalogue.models, "model", recipe.model, ModelSpec, source)
-    return ResolvedRecipe(recipe, plugin_settings, data_settings, model_settings, source)
+    return ResolvedRecipe(recipe, plugin_settings, data_settings, model_settings, source, catalogue)
 
 
 def _provider_settings(
@@ -258,6 +286,27 @@ def _fields_at(model: type[BaseModel], path: list[str]) -> list[str]:
 def _suggest(word: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as one level of dotted keys: ``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """``key = old there, new now`` for the first dotted key whose values differ."""
+    old, new = flatten(then), flatten(now)
+    for key in dict.fromkeys([*old, *new]):
+        if old.get(key) != new.get(key):
+            return f"{key} = {old.get(key)!r} there, {new.get(key)!r} now"
+    return None
 
 
 # --- overrides ------------------------------------------------------------------------

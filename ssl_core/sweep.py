@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -42,16 +42,23 @@ from ssl_core.report import (
     Row,
     RunRecord,
     display_value,
-    flatten,
     label_groups,
     read_run,
     setting_of,
     summarize_group,
     write_report,
 )
-from ssl_core.spec import dump_toml, load_recipe, parse_literal, read_toml
+from ssl_core.spec import (
+    ResolvedRecipe,
+    dump_toml,
+    flatten,
+    load_recipe,
+    parse_literal,
+    read_toml,
+)
 
 MANIFEST_NAME = "sweep.toml"
+SWEEP_ORDERS = ("setting", "seed")
 _SEEDS = re.compile(r"(\d+)(?:-(\d+))?")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
@@ -145,6 +152,9 @@ class SweepSpec:
 
     ``fixed`` overrides and ``disable`` apply to every run. ``seeds`` None means each
     recipe's own seed. ``target`` (a fraction) adds epochs-to-target to the table.
+    ``order`` is the launch order: ``"setting"`` (every seed of a setting, then the
+    next setting) or ``"seed"`` (every setting's first seed before any second seed, so
+    a long sweep has one complete row of results early).
     """
 
     recipes: list[Path]
@@ -156,6 +166,7 @@ class SweepSpec:
     seeds: list[int] | None = None
     jobs: int = 1
     target: float | None = None
+    order: str = "setting"
 
     def check(self) -> None:
         """Refuse contradictory or empty sweeps before anything runs (one-line errors)."""
@@ -163,6 +174,8 @@ class SweepSpec:
             raise RecipeError("sweep: no recipe given")
         if self.name is not None and not _NAME.fullmatch(self.name):
             raise RecipeError(f"--name {self.name}: use letters, digits, '.', '_' and '-' only")
+        if self.order not in SWEEP_ORDERS:
+            raise RecipeError(f"--order {self.order}: give one of {', '.join(SWEEP_ORDERS)}")
         if self.jobs < 1:
             raise RecipeError(f"--jobs {self.jobs}: must be at least 1")
         if self.target is not None and not 0 < self.target <= 1:
@@ -310,7 +323,7 @@ def plan_sweep(
             args += [arg for plugin in disabled for arg in ("--disable", plugin)]
             args += ["--seed", str(seed), "--quiet"]
             args += ["--data-dir", data_dir] if data_dir else []
-            state = folder_state(run_folder, _normalised(seeded.to_dict()))
+            state = folder_state(run_folder, seeded)
             runs.append(PlannedRun(index, seed, run_folder, args, state))
     return Plan(spec, folder, settings, label_groups(flat_settings), runs)
 
@@ -320,16 +333,20 @@ def _normalised(recipe: dict[str, Any]) -> dict[str, Any]:
     return tomllib.loads(dump_toml(recipe))
 
 
-def folder_state(folder: Path, recipe: dict[str, Any]) -> str:
-    """What a run folder needs; refuse one that holds a run of another recipe."""
+def folder_state(folder: Path, recipe: ResolvedRecipe) -> str:
+    """What a run folder needs; refuse one that holds a run of another recipe.
+
+    The folder's ``recipe.toml`` is compared through :meth:`ResolvedRecipe.difference`,
+    so a run started before a setting was added (at its default) still resumes.
+    """
     if not folder.exists():
         return "new"
     recipe_path = folder / RECIPE_NAME
     if recipe_path.is_file():
-        existing = read_toml(recipe_path)
-        if existing != recipe:
+        difference = recipe.difference(read_toml(recipe_path))
+        if difference is not None:
             raise RecipeError(
-                f"{folder}: holds a run of another recipe ({_first_difference(existing, recipe)});"
+                f"{folder}: holds a run of another recipe ({difference});"
                 " give the sweep another --name or remove that folder"
             )
     summary = folder / SUMMARY_NAME
@@ -347,14 +364,6 @@ def folder_state(folder: Path, recipe: dict[str, Any]) -> str:
     raise RecipeError(f"{folder}: neither a finished run nor a checkpoint; remove it to rerun")
 
 
-def _first_difference(existing: dict[str, Any], planned: dict[str, Any]) -> str:
-    old, new = flatten(existing), flatten(planned)
-    for key in dict.fromkeys([*old, *new]):
-        if old.get(key) != new.get(key):
-            return f"{key} = {old.get(key)!r} there, {new.get(key)!r} now"
-    return "same keys"
-
-
 # --- sweep files --------------------------------------------------------------------------
 
 
@@ -368,6 +377,7 @@ class SweepFile(BaseModel):
     seeds: str | int | list[int] | None = None
     jobs: int = Field(1, ge=1)
     target: float | None = Field(None, gt=0, le=1)
+    order: Literal["setting", "seed"] = "setting"
     disable: list[str] = Field(default_factory=list)
     disable_each: list[str] = Field(default_factory=list)
     fixed: dict[str, Any] = Field(default_factory=dict, alias="set")
@@ -406,6 +416,7 @@ def load_sweep_file(path: Path) -> SweepSpec:
         seeds=_file_seeds(path, parsed.seeds),
         jobs=parsed.jobs,
         target=parsed.target,
+        order=parsed.order,
     )
 
 
@@ -429,6 +440,7 @@ def spec_from_command_line(
     jobs: int | None = None,
     target: float | None = None,
     name: str | None = None,
+    order: str | None = None,
 ) -> SweepSpec:
     """A sweep from ``sslrun sweep`` arguments: recipes, or one sweep file the options amend.
 
@@ -461,6 +473,7 @@ def spec_from_command_line(
     spec.jobs = jobs if jobs is not None else spec.jobs
     spec.target = target if target is not None else spec.target
     spec.name = name if name is not None else spec.name
+    spec.order = order if order is not None else spec.order
     spec.check()
     return spec
 
@@ -475,6 +488,7 @@ def write_manifest(plan: Plan) -> Path:
         "seeds": spec.seeds,
         "jobs": spec.jobs,
         "target": spec.target,
+        "order": spec.order,
         "disable": spec.disable,
         "disable_each": spec.disable_each,
         "set": _nested(spec.fixed),
@@ -649,6 +663,9 @@ def run_sweep(
     plan = plan_sweep(spec, catalogue or Catalogue.discover(), root, data_dir)
     write_manifest(plan)
     pending = [run for run in plan.runs if run.state != "finished"]
+    if spec.order == "seed":
+        rank = {seed: index for index, seed in enumerate(dict.fromkeys(r.seed for r in plan.runs))}
+        pending.sort(key=lambda run: (rank[run.seed], run.setting))
     for run in pending:
         if run.state == "restart":  # recipe.toml (and nothing learned) from a dead start
             for name in (RECIPE_NAME, METRICS_NAME):

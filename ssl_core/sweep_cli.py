@@ -87,13 +87,17 @@ def sweep(
     name: Annotated[
         str | None, typer.Option(help="sweep folder name (default: the recipe file's name)")
     ] = None,
+    order: Annotated[
+        str | None,
+        typer.Option(help="launch order: 'setting' (default) or 'seed' (first seeds first)"),
+    ] = None,
     root: Annotated[Path, typer.Option(help="where sweep folders go")] = Path("sweeps"),
     data_dir: Annotated[str | None, typer.Option(help="data folder")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress display")] = False,
 ) -> None:
     """Train a grid of settings × seeds (skipping finished runs) and tabulate mean ± std."""
     spec = spec_from_command_line(
-        paths, set_ or [], disable or [], disable_each or [], seeds, jobs, target, name
+        paths, set_ or [], disable or [], disable_each or [], seeds, jobs, target, name, order
     )
     watcher = SweepWatcher() if quiet else RichSweepWatcher()
     with interrupt_on_sigterm():

@@ -157,6 +157,7 @@ def test_feature_matching_is_the_squared_distance_of_batch_means():
     real = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # mean (2, 3)
     generated = torch.tensor([[0.0, 0.0], [2.0, 2.0], [1.0, 1.0]])  # mean (1, 1)
     assert float(feature_matching_loss(real, generated)) == pytest.approx(1.0 + 4.0)
+    assert float(feature_matching_loss(real, generated, "mean")) == pytest.approx(5.0 / 2)
 
 
 def test_density_penalty_counts_only_samples_above_the_threshold():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssl_core.bn import frozen_bn_stats
+from ssl_core.bn import frozen_bn_stats, reestimated_copy
+from ssl_core.noise import GaussianNoise
 
 
 def bn_state(model: nn.Module) -> list[torch.Tensor]:
@@ -39,3 +40,34 @@ def test_frozen_bn_also_holds_for_cumulative_averaging():
         bn(torch.randn(8, 3) + 3)
     assert all(torch.equal(a, b) for a, b in zip(before, bn_state(bn), strict=True))
     assert bn.momentum is None
+
+
+def test_reestimated_copy_takes_the_statistics_of_the_given_images():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+    model.train()
+    model(torch.randn(16, 3))  # running statistics of some other data
+    before = bn_state(model)
+    x = 2 + 3 * torch.randn(400, 3)
+    rng = torch.get_rng_state()
+    twin = reestimated_copy(model, x, batch_size=100)
+    hidden = model[0](x).detach()
+    bn = twin[1]
+    torch.testing.assert_close(bn.running_mean, hidden.mean(0))
+    # The average of the four chunks' unbiased variances, close to the whole set's.
+    torch.testing.assert_close(bn.running_var, hidden.var(0), rtol=0.05, atol=0.0)
+    assert not twin.training and model.training
+    assert all(torch.equal(a, b) for a, b in zip(before, bn_state(model), strict=True))
+    assert torch.equal(rng, torch.get_rng_state())
+
+
+def test_reestimated_copy_never_normalises_a_single_image():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    reestimated_copy(model, torch.randn(201, 3), batch_size=100)  # chunks of 67, not 100 + 1
+
+
+def test_reestimation_passes_have_no_noise():
+    model = nn.Sequential(nn.Linear(3, 4), GaussianNoise(100.0), nn.BatchNorm1d(4))
+    x = torch.randn(300, 3)
+    twin = reestimated_copy(model, x, batch_size=300)
+    torch.testing.assert_close(twin[2].running_mean, model[0](x).detach().mean(0))

@@ -14,6 +14,8 @@ from ssl_plugins.models import (
 )
 from torch import nn
 
+from ssl_core.noise import GaussianNoise, noise_free
+
 
 def test_mnist_mlp_is_the_papers_architecture():
     model = MnistMlpProvider().build(MnistMlpSettings(), (1, 28, 28), 10)
@@ -61,3 +63,41 @@ def test_cnn13_refuses_flat_inputs():
 def test_cnn13_refuses_images_too_small_for_its_poolings():
     with pytest.raises(ValueError, match=r"at least 12x12"):
         Cnn13Provider().build(CnnSettings(), (1, 8, 8), 10)
+
+
+def test_mlp_noise_is_added_after_every_hidden_layer_in_training_only():
+    model = MlpProvider().build(MlpSettings(hidden=[8, 6], noise=0.5), (3,), 2)
+    noises = [m for m in model.modules() if isinstance(m, GaussianNoise)]
+    assert [n.sigma for n in noises] == [0.5, 0.5]
+    x = torch.randn(16, 3)
+    model.train()
+    torch.manual_seed(0)
+    first = model(x)
+    assert not torch.equal(first, model(x))  # fresh noise every training forward
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_mlp_without_noise_keeps_its_layout_and_noise_follows_each_relu():
+    def kinds(noise: float) -> list[str]:
+        model = MlpProvider().build(MlpSettings(hidden=[8, 6], noise=noise), (3,), 2)
+        return [type(m).__name__ for m in model.body]
+
+    assert kinds(0.0) == [
+        "Flatten", "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU"
+    ]  # fmt: skip
+    assert kinds(0.5) == [
+        "Flatten",
+        *["Linear", "BatchNorm1d", "ReLU", "GaussianNoise"] * 2,
+    ]
+
+
+def test_noise_free_switches_only_the_noise_off():
+    model = MlpProvider().build(MlpSettings(hidden=[8], noise=1.0), (3,), 2)
+    model.train()
+    x = torch.randn(16, 3)
+    with noise_free(model):
+        assert torch.equal(model(x), model(x))
+        assert model.training  # batch norm still normalises with the batch
+    assert all(m.training for m in model.modules())
+    assert not torch.equal(model(x), model(x))

@@ -219,8 +219,21 @@ def test_resume_with_another_recipe_is_refused(catalogue, tmp_path):
     out = tmp_path / "run"
     train(catalogue, write_recipe(tmp_path, "a", plugins={"supervised": {}}), out)
     other = write_recipe(tmp_path, "b", plugins={"supervised": {}}, optim={"lr": 0.5})
-    with pytest.raises(TrainingError, match="recipe differs"):
+    with pytest.raises(TrainingError, match="recipe differs .*optim.lr = 0.01 there, 0.5 now"):
         train(catalogue, other, out, resume=True)
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes(catalogue, tmp_path):
+    recipe = write_recipe(tmp_path, "a", plugins={"supervised": {}})
+    out = tmp_path / "run"
+    train(catalogue, recipe, out)
+    state = load_checkpoint(out / CHECKPOINT_NAME)
+    del state["recipe"]["train"]["bn_stats"]  # written by a version without the setting
+    torch.save(state, out / CHECKPOINT_NAME)
+    train(catalogue, recipe, out, resume=True)
+    moved = write_recipe(tmp_path, "a", plugins={"supervised": {}}, train={"bn_stats": "unlabeled"})
+    with pytest.raises(TrainingError, match="train.bn_stats = 'labeled' there, 'unlabeled' now"):
+        train(catalogue, moved, out, resume=True)
 
 
 def test_resume_with_another_number_of_processes_is_refused(catalogue, tmp_path):

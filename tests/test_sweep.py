@@ -273,9 +273,8 @@ def test_unknown_sweep_file_key_through_the_cli(tmp_path, capsys):
 # --- folders: finished, resumable, foreign ----------------------------------------------
 
 
-def resolved_recipe(catalogue, seed: int = 1) -> dict:
-    resolved = load_recipe(MOONS, catalogue, [f"seed={seed}"])
-    return sweep_module._normalised(resolved.to_dict())
+def resolved_recipe(catalogue, seed: int = 1, *overrides: str):
+    return load_recipe(MOONS, catalogue, [f"seed={seed}", *overrides])
 
 
 def test_folder_states(tmp_path, catalogue):
@@ -283,7 +282,7 @@ def test_folder_states(tmp_path, catalogue):
     folder = tmp_path / "run"
     assert folder_state(folder, recipe) == "new"
     folder.mkdir()
-    (folder / "recipe.toml").write_text(dump_toml(recipe))
+    (folder / "recipe.toml").write_text(dump_toml(recipe.to_dict()))
     assert folder_state(folder, recipe) == "restart"
     (folder / "checkpoint.pt").write_bytes(b"")
     assert folder_state(folder, recipe) == "resume"
@@ -297,6 +296,20 @@ def test_folder_states(tmp_path, catalogue):
     (tmp_path / "junk" / "notes.txt").write_text("mine")
     with pytest.raises(RecipeError, match="remove it"):
         folder_state(tmp_path / "junk", recipe)
+
+
+def test_a_run_started_before_a_setting_existed_still_matches(tmp_path, catalogue):
+    recipe = resolved_recipe(catalogue)
+    older = recipe.to_dict()
+    del older["train"]["bn_stats"]  # as written by a version without the setting
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "recipe.toml").write_text(dump_toml(older))
+    (folder / "checkpoint.pt").write_bytes(b"")
+    assert folder_state(folder, recipe) == "resume"
+    moved = resolved_recipe(catalogue, 1, "train.bn_stats=unlabeled")
+    with pytest.raises(RecipeError, match="train.bn_stats = 'labeled' there, 'unlabeled' now"):
+        folder_state(folder, moved)
 
 
 def in_process_launcher(launched: list[PlannedRun], fail: str | None = None):
@@ -340,6 +353,28 @@ def test_a_second_sweep_launches_nothing_and_gives_the_same_table(tmp_path, cata
     assert [slug(s) for s in expand(manifest)] == [slug(s) for s in expand(spec)]
     run_sweep(manifest, tmp_path, catalogue, in_process_launcher(launched))
     assert launched == []
+
+
+@pytest.mark.parametrize(
+    ("order", "launches"),
+    [
+        ("setting", [("0.01", 1), ("0.01", 2), ("0.02", 1), ("0.02", 2)]),
+        ("seed", [("0.01", 1), ("0.02", 1), ("0.01", 2), ("0.02", 2)]),
+    ],
+)
+def test_seed_order_launches_every_settings_first_seed_first(tmp_path, catalogue, order, launches):
+    grid = {"optim.lr": [0.01, 0.02]}
+    spec = SweepSpec(recipes=[MOONS], fixed=TINY, grid=grid, seeds=[1, 2], order=order)
+    launched: list[PlannedRun] = []
+    run_sweep(spec, tmp_path, catalogue, in_process_launcher(launched))
+    assert [(r.folder.parent.name.split("=")[1], r.seed) for r in launched] == launches
+    manifest = spec_from_command_line([tmp_path / "supervised_moons" / "sweep.toml"])
+    assert manifest.order == order
+
+
+def test_an_unknown_order_is_refused():
+    with pytest.raises(RecipeError, match="--order random: give one of setting, seed"):
+        spec_from_command_line([MOONS], order="random")
 
 
 def test_a_failed_run_is_reported_and_does_not_stop_the_sweep(tmp_path, catalogue):

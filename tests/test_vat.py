@@ -23,7 +23,7 @@ from .adversarial_helpers import (
     logistic_model,
     tiny_run,
 )
-from .conftest import RECIPES
+from .conftest import RECIPES, tiny_recipe
 
 W, B = (2.0, -1.0), 0.5
 
@@ -198,3 +198,28 @@ def test_vat_recipe_with_vat_disabled_equals_the_supervised_run_bit_for_bit(cata
     states = [_trained_state(catalogue, mnist, r) for r in (disabled, removed, supervised)]
     for other in states[1:]:
         assert all(torch.equal(states[0][k], other[k]) for k in states[0])
+
+
+def test_direction_and_target_come_from_the_network_without_its_noise(catalogue):
+    # The same weights with and without hidden-layer noise give the same r_adv and p(x):
+    # the noise belongs to the training forwards, not to the curvature of the KL.
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(1))
+    published = []
+    for noise in (0.0, 2.0):
+        raw = tiny_recipe(**vat_plugins(eps=0.5, xi=0.1))
+        raw["model"] = {"name": "mlp", "hidden": [16], "noise": noise}
+        run = build_run(validate_recipe(raw, catalogue, source="t.toml"), catalogue)
+        try:
+            if noise == 0.0:
+                weights = run.classifier.state_dict()
+            else:
+                run.classifier.load_state_dict(weights)
+            batch = batch_of(x)
+            torch.manual_seed(7)
+            collect(run, batch)
+            published.append((batch.shared[DIRECTION], batch.shared[CLEAN_LOGITS]))
+        finally:
+            run.plugins.unregister()
+    (d_plain, p_plain), (d_noisy, p_noisy) = published
+    assert torch.equal(d_plain, d_noisy)
+    assert torch.equal(p_plain, p_noisy)
