@@ -28,25 +28,30 @@ from ssl_core.adversarial import power_iteration_direction, sign_corrected_direc
 from ssl_core.bn import frozen_bn_stats
 from ssl_core.context import BatchContext
 from ssl_core.noise import noise_free
+from ssl_core.precision import full_precision
 from ssl_core.run import Run
 
 CLEAN_LOGITS = "clean_logits"
 DIRECTION = "adversarial_direction"
 
 
-def full_precision(t: Tensor) -> Tensor:
-    """``t`` in at least float32 (float64 stays): KLs and K+1 terms are never taken in half."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
 def shared_clean_logits(run: Run, batch: BatchContext) -> Tensor:
     """p(·|x; θ̂) of the unlabeled batch as logits: the fixed target of eq. (1).
 
     Computed once per batch (one no-grad forward) and reused by every later reader.
+    It runs in at least float32 with autocast off, like the power iteration that starts
+    from it: were the target rounded to bfloat16 and the probes not, the finite
+    difference would pick up the rounding gap as a first-order term larger than ξ·Hd.
     """
     if CLEAN_LOGITS not in batch.shared:
-        with torch.no_grad(), frozen_bn_stats(run.classifier), noise_free(run.classifier):
-            batch.shared[CLEAN_LOGITS] = run.classifier(batch.x_unlabeled)
+        x = batch.x_unlabeled
+        with (
+            torch.no_grad(),
+            torch.autocast(device_type=x.device.type, enabled=False),
+            frozen_bn_stats(run.classifier),
+            noise_free(run.classifier),
+        ):
+            batch.shared[CLEAN_LOGITS] = run.classifier(full_precision(x))
     return batch.shared[CLEAN_LOGITS]
 
 
@@ -73,5 +78,5 @@ def estimate_direction(
             direction, sign = sign_corrected_direction(
                 run.classifier, x, clean, direction, sign_eps
             )
-            batch.stats["sign_flipped"] = float((sign < 0).float().mean())
+            batch.stats["sign_flipped"] = (sign < 0).float().mean()
     return direction.to(x.dtype)

@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
-from ssl_plugins.adversarial_batch import DIRECTION, estimate_direction, full_precision
+from ssl_plugins.adversarial_batch import DIRECTION, estimate_direction
 from ssl_plugins.visuals import save_bad_sample_figure
 from torch import Tensor
 
@@ -47,6 +47,7 @@ from ssl_core.bn import frozen_bn_stats
 from ssl_core.context import BatchContext
 from ssl_core.kplus1 import fake_loss, log_prob_fake, not_fake_loss, true_entropy_loss
 from ssl_core.plugin import Plugin, PluginSettings
+from ssl_core.precision import full_precision
 from ssl_core.run import Run
 
 TrueLoss = Literal["entropy", "entropy_not_fake"]
@@ -107,8 +108,8 @@ class BadSamples(Plugin):
 
     def __init__(self, settings: PluginSettings) -> None:
         super().__init__(settings)
-        #: The most recent batch's kept bad samples (for the run-end figure, Figs. 5-7).
-        self.last_kept: Tensor | None = None
+        #: The most recent batch's bad samples and which were kept (the run-end figure).
+        self.last_batch: tuple[Tensor, Tensor] | None = None
 
     @hookimpl
     def sslrun_collect_losses(self, run: Run, batch: BatchContext) -> dict[str, Tensor]:
@@ -133,19 +134,19 @@ class BadSamples(Plugin):
             else:
                 real, bad = full_precision(run.model(x)), full_precision(run.model(x_bad))
 
+        # Counts and means stay tensors: nothing here waits for the device.
         keep = keep_uncertain(bad.detach(), s.alpha)
-        kept = int(keep.sum())
-        batch.stats["bad_kept"] = float(kept)
-        batch.stats["bad_kept_fraction"] = kept / n_bad
-        batch.stats["real_p_fake"] = float(log_prob_fake(real.detach()).exp().mean())
-        if kept:
-            self.last_kept = x_bad[keep].detach()
+        kept = keep.sum()
+        batch.stats["bad_kept"] = kept.float()
+        batch.stats["bad_kept_fraction"] = kept.float() / n_bad
+        batch.stats["real_p_fake"] = log_prob_fake(real.detach()).exp().mean()
+        self.last_batch = (x_bad.detach(), keep)
 
         terms = {"l_true": scale * true_entropy_loss(real).mean()}
         if s.true_loss == "entropy_not_fake":
             terms["l_not_fake"] = scale * not_fake_loss(real).mean()
         # E over the kept bad samples; the masked sum keeps every parameter in the graph.
-        terms["l_fake"] = scale * (fake_loss(bad) * keep).sum() / max(kept, 1)
+        terms["l_fake"] = scale * (fake_loss(bad) * keep).sum() / kept.clamp_min(1)
         return terms
 
     @hookimpl
@@ -154,9 +155,11 @@ class BadSamples(Plugin):
 
     @hookimpl
     def sslrun_run_end(self, run: Run) -> None:
-        if run.out_dir is None or self.last_kept is None or not run.world.is_main:
+        if run.out_dir is None or self.last_batch is None or not run.world.is_main:
             return
-        save_bad_sample_figure(run, self.last_kept, Path(run.out_dir))
+        candidates, keep = self.last_batch
+        if bool(keep.any()):
+            save_bad_sample_figure(run, candidates[keep], Path(run.out_dir))
 
 
 @hookimpl

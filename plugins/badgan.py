@@ -56,6 +56,7 @@ from ssl_core.errors import TrainingError
 from ssl_core.kplus1 import conditional_entropy, fake_loss, not_fake_loss
 from ssl_core.optim import epoch_hyperparameters
 from ssl_core.plugin import Plugin, PluginSettings
+from ssl_core.precision import full_precision
 from ssl_core.run import Run
 
 GENERATED = "generated"
@@ -131,7 +132,7 @@ def feature_matching_loss(real: Tensor, generated: Tensor, reduction: str = "sum
     code (``torch.mean`` of the squares) does; with Adam the two differ only through
     its ε, since a constant factor on the loss cancels in its update.
     """
-    squares = (real.mean(0) - generated.mean(0)).pow(2)
+    squares = (full_precision(real).mean(0) - full_precision(generated).mean(0)).pow(2)
     return squares.mean() if reduction == "mean" else squares.sum()
 
 
@@ -211,8 +212,8 @@ class BadGan(Plugin):
                 run.model, batch.x_unlabeled, generated, self.s.batch_norm == "joint"
             )
         # Classified as real when Σ_k exp g_k > 1, i.e. p(K+1|x) < 1/2.
-        batch.stats["badgan_unl_real"] = float((unlabeled.detach().logsumexp(1) > 0).float().mean())
-        batch.stats["badgan_gen_fake"] = float((fake.detach().logsumexp(1) < 0).float().mean())
+        batch.stats["badgan_unl_real"] = (unlabeled.detach().logsumexp(1) > 0).float().mean()
+        batch.stats["badgan_gen_fake"] = (fake.detach().logsumexp(1) < 0).float().mean()
         return discriminator_terms(unlabeled, fake, self.s)
 
     @hookimpl
@@ -236,7 +237,7 @@ class BadGan(Plugin):
                 run.classifier.features, real, generated, self.s.batch_norm == "joint"
             )
         loss = feature_matching_loss(real_features, fake_features, self.s.feature_matching)
-        batch.stats["badgan_fm"] = float(loss.detach())
+        batch.stats["badgan_fm"] = loss.detach()
         density = batch.shared.get(DENSITY_MODEL)
         if density is not None:
             if not isinstance(density, DensityModel):
@@ -245,7 +246,7 @@ class BadGan(Plugin):
                     f" got {type(density).__name__}"
                 )
             penalty = density_penalty(density.log_prob(generated), density.log_threshold)
-            batch.stats["badgan_density"] = float(penalty.detach())
+            batch.stats["badgan_density"] = penalty.detach()
             loss = loss + self.s.density_weight * penalty
         return loss
 

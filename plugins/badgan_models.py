@@ -22,7 +22,7 @@ initialisation of g and the bias on the first training batch.
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -144,15 +144,24 @@ class WeightNormLinear(nn.Module):
         else:
             self.register_buffer("scale", scale)
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self._known_initialized = False
         self.init_scale = init_scale
 
     def weight(self) -> Tensor:
         return self.direction * (self.scale / self.direction.norm(dim=1)).unsqueeze(1)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and not bool(self.initialized):
-            self._initialize(x)
+        # The buffer is read on the host only until it says True (then remembered), so
+        # steps after the first do not wait for the device.
+        if self.training and not self._known_initialized:
+            if not bool(self.initialized):
+                self._initialize(x)
+            self._known_initialized = True
         return F.linear(x, self.weight(), self.bias)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._known_initialized = False  # the loaded buffer decides again
+        super()._load_from_state_dict(*args, **kwargs)
 
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:

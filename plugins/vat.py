@@ -22,7 +22,6 @@ from ssl_plugins.adversarial_batch import (
     CLEAN_LOGITS,
     DIRECTION,
     estimate_direction,
-    full_precision,
     shared_clean_logits,
 )
 from torch import Tensor
@@ -33,6 +32,7 @@ from ssl_core.bn import frozen_bn_stats
 from ssl_core.context import BatchContext
 from ssl_core.kplus1 import conditional_entropy
 from ssl_core.plugin import Plugin, PluginSettings
+from ssl_core.precision import full_precision
 from ssl_core.run import Run
 
 
@@ -70,7 +70,8 @@ class Vat(Plugin):
             # shared clean pass (detached) unless an earlier plugin already made one.
             with frozen_bn_stats(run.classifier):
                 logits = run.model(batch.x_unlabeled)
-            batch.shared.setdefault(CLEAN_LOGITS, logits.detach())
+            if logits.dtype in (torch.float32, torch.float64):  # bfloat16 is no target
+                batch.shared.setdefault(CLEAN_LOGITS, logits.detach())
             entropy = conditional_entropy(full_precision(logits)).mean()
             terms["vat_entropy"] = s.entropy_weight * entropy
         clean = shared_clean_logits(run, batch)
@@ -79,12 +80,12 @@ class Vat(Plugin):
         direction = estimate_direction(run, batch, s.xi, s.iterations, sign_eps)
         batch.shared[DIRECTION] = direction
 
-        x = batch.x_unlabeled
-        with torch.autocast(device_type=x.device.type, enabled=False), frozen_bn_stats(
-            run.classifier
-        ):
-            x_adv = full_precision(x) + s.eps * full_precision(direction)
-            kl = kl_divergence_from_logits(full_precision(clean), full_precision(run.model(x_adv)))
+        # x + r_adv is formed in float32; the forward itself runs in the training
+        # precision (train.precision), the KL again in float32.
+        x_adv = full_precision(batch.x_unlabeled) + s.eps * full_precision(direction)
+        with frozen_bn_stats(run.classifier):
+            adversarial_logits = full_precision(run.model(x_adv))
+        kl = kl_divergence_from_logits(full_precision(clean), adversarial_logits)
         terms["vat"] = s.weight * kl.mean()
         return terms
 

@@ -27,7 +27,9 @@ class BatchContext:
       adds the density penalty of its generator objective (paper §2.2).
 
     ``stats`` collects per-batch numbers that are not losses (e.g. how many bad
-    samples were kept); the core averages them over the epoch and logs them.
+    samples were kept); the core averages them over the epoch and logs them. Give
+    them as tensors (``keep.sum()``, not ``int(keep.sum())``): reading a value on the
+    host makes the step wait for the device.
     """
 
     epoch: int
@@ -37,4 +39,4 @@ class BatchContext:
     y_labeled: Tensor
     x_unlabeled: Tensor
     shared: dict[str, Any] = field(default_factory=dict)
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Tensor | float] = field(default_factory=dict)

@@ -23,8 +23,10 @@ from ssl_core.checkpoint import Checkpoint, Position, read_checkpoint, save_chec
 from ssl_core.context import BatchContext
 from ssl_core.data import EpochlessSampler, SplitData
 from ssl_core.errors import TrainingError, TrainingInterrupted
+from ssl_core.nonfinite import NonFiniteGuard
 from ssl_core.optim import apply_hyperparameters, epoch_hyperparameters
 from ssl_core.outputs import METRICS_NAME, SUMMARY_NAME, MetricsLog, write_summary
+from ssl_core.precision import autocast
 from ssl_core.progress import Reporter
 from ssl_core.run import Run
 from ssl_core.spec import Recipe
@@ -68,6 +70,7 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
     reporter.start(run.recipe.name, spec.epochs, spec.iterations_per_epoch, start.epoch)
     started = time.perf_counter()
     global_step = start.global_step
+    guard = NonFiniteGuard(spec.check_every)
 
     with StopSignals() as stop:
         for epoch in range(start.epoch, spec.epochs):
@@ -94,17 +97,19 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
                     y_labeled=data.labeled_y[world.shard(li)],
                     x_unlabeled=data.unlabeled_x[world.shard(ui)],
                 )
-                stopping = train_step(run, batch, tally, stop)
+                stopping = train_step(run, batch, tally, stop, guard)
                 reporter.batch(epoch, iteration, tally.last_terms)
                 global_step += 1
                 done = iteration + 1
                 periodic = spec.checkpoint_every and done % spec.checkpoint_every == 0
                 if done < spec.iterations_per_epoch and (stopping or periodic):
+                    guard.check(world)
                     here = Position(epoch, done, global_step)
                     save_checkpoint(run, here, history, tally.state_dict())
                     if stopping:
                         raise interrupted(run, reporter, history, started, stop, here)
 
+            guard.check(world)
             metrics = epoch_metrics(run, epoch, lr, tally)
             history.append(metrics)
             if log is not None:
@@ -123,37 +128,48 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
     return summary
 
 
-def train_step(run: Run, batch: BatchContext, tally: EpochTally, stop: StopSignals) -> bool:
-    """One iteration: hooks, losses, the non-finite check, the classifier's step.
+def train_step(
+    run: Run, batch: BatchContext, tally: EpochTally, stop: StopSignals, guard: NonFiniteGuard
+) -> bool:
+    """One iteration: hooks, losses, the non-finite guard, the classifier's step.
 
     Returns whether the run must stop after this step (a signal reached any rank by
-    its end). A non-finite sum stops the run with an error naming the term and its
-    plugin, or, with ``train.on_nonfinite = "skip"``, skips the batch: no step, no
-    ``sslrun_after_step``, and the classifier's buffers (batch-norm running statistics,
-    which the batch's forwards may already have moved, possibly to NaN) put back as
-    they were. Every rank takes the same decisions.
+    its end). The hooks run in the training precision (:mod:`ssl_core.precision`).
+    Nothing here reads a tensor's value on the host: the non-finite guard records the
+    step on the device and is read every ``train.check_every`` steps
+    (:mod:`ssl_core.nonfinite`). With ``train.on_nonfinite = "skip"`` a non-finite sum is
+    read at once and the batch skipped: no step, no ``sslrun_after_step``, and the
+    classifier's buffers (batch-norm running statistics, which the batch's forwards may
+    already have moved, possibly to NaN) put back as they were. Every rank takes the
+    same decisions.
     """
-    skip_faults = run.recipe.train.on_nonfinite == "skip"
+    spec = run.recipe.train
+    skip_faults = spec.on_nonfinite == "skip"
     buffers = [b.detach().clone() for b in run.classifier.buffers()] if skip_faults else []
-    run.plugins.call("sslrun_pre_batch", run=run, batch=batch)
-    terms, owners = collect_losses(run, batch)
+    with autocast(spec.precision, run.device):
+        run.plugins.call("sslrun_pre_batch", run=run, batch=batch)
+        terms, owners = collect_losses(run, batch)
     total = sum(terms.values())
     assert isinstance(total, Tensor)
-    (fault,) = run.world.any(not bool(torch.isfinite(total.detach())))
-    if fault and not skip_faults:
-        raise TrainingError(nonfinite_message(terms, owners, batch, run.world.rank))
-    if fault:
-        with torch.no_grad():
-            for live, saved in zip(run.classifier.buffers(), buffers, strict=True):
-                live.copy_(saved)
-        tally.skip()
+    if skip_faults:
+        (fault,) = run.world.any(not bool(torch.isfinite(total.detach())))
+        if fault:
+            with torch.no_grad():
+                for live, saved in zip(run.classifier.buffers(), buffers, strict=True):
+                    live.copy_(saved)
+            tally.skip()
+            return run.world.any(stop.requested)[0]
     else:
-        run.optimizer.zero_grad(set_to_none=True)
-        if total.requires_grad:
-            total.backward()
-            run.optimizer.step()
+        guard.record(batch.epoch, batch.iteration, terms, owners)
+    run.optimizer.zero_grad(set_to_none=True)
+    if total.requires_grad:
+        total.backward()
+        run.optimizer.step()
+    with autocast(spec.precision, run.device):
         run.plugins.call("sslrun_after_step", run=run, batch=batch)
-        tally.add(terms, batch.stats)
+    tally.add(terms, batch.stats)
+    if guard.due:
+        guard.check(run.world)
     (stopping,) = run.world.any(stop.requested)
     return stopping
 
@@ -180,21 +196,6 @@ def collect_losses(run: Run, batch: BatchContext) -> tuple[dict[str, Tensor], di
     return terms, owners
 
 
-def nonfinite_message(
-    terms: dict[str, Tensor], owners: dict[str, str], batch: BatchContext, rank: int
-) -> str:
-    bad = [name for name, value in terms.items() if not bool(torch.isfinite(value.detach()))]
-    culprit = ", ".join(f"'{name}' of plugin '{owners[name]}'" for name in bad)
-    where = f"epoch {batch.epoch + 1}, iteration {batch.iteration + 1}"
-    if not culprit:
-        return f"non-finite loss on another process at {where}; the last good checkpoint is kept"
-    suffix = f" (rank {rank})" if rank else ""
-    return (
-        f"non-finite loss at {where}{suffix}: {culprit}; the last good checkpoint is kept"
-        ' (train.on_nonfinite = "skip" skips such batches instead)'
-    )
-
-
 # --- the epoch's running sums ---------------------------------------------------------
 
 
@@ -210,15 +211,15 @@ class EpochTally:
     steps: int = 0
     skipped: int = 0
     seconds: float = 0.0
-    last_terms: dict[str, float] = field(default_factory=dict)
+    last_terms: dict[str, Tensor] = field(default_factory=dict)
     _clock: float = 0.0
 
-    def add(self, terms: dict[str, Tensor], stats: dict[str, float]) -> None:
+    def add(self, terms: dict[str, Tensor], stats: dict[str, Tensor | float]) -> None:
         for name, value in [*terms.items(), *stats.items()]:
             value = value.detach() if isinstance(value, Tensor) else value
             self.sums[name] = self.sums.get(name, 0.0) + value
         self.steps += 1
-        self.last_terms = {name: float(value.detach()) for name, value in terms.items()}
+        self.last_terms = {name: value.detach() for name, value in terms.items()}
 
     def skip(self) -> None:
         self.skipped += 1

@@ -61,11 +61,22 @@ class TrainSpec(Section):
     unlabeled_batch: int = Field(256, gt=0)
     eval_batch: int = Field(1000, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="'bf16': training forwards under bfloat16 autocast (weights, losses"
+        " and VAT's power iteration stay float32); see docs/architecture.md",
+    )
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default")
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop",
         description="a NaN/inf loss: 'stop' the run (the last good checkpoint is kept) or"
         " 'skip' the batch (no step; counted as skipped_batches in the epoch metrics)",
+    )
+    check_every: int = Field(
+        10,
+        gt=0,
+        description="read the non-finite guard every N steps (and before every checkpoint);"
+        " the step itself never waits for the device (on_nonfinite = 'skip' reads every step)",
     )
     checkpoint_every: int = Field(
         0, ge=0, description="also checkpoint every N iterations within an epoch (0: at its end)"

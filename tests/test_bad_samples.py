@@ -204,13 +204,15 @@ def test_training_logs_lambda_and_kept_bad_samples_per_epoch(catalogue):
     recorder = EpochRecorder()
     with tiny_run(catalogue, plugins=plugins, train={"epochs": 3}) as run:
         train(run, recorder)
-        kept = plugin(run, "bad_samples").last_kept
+        last = plugin(run, "bad_samples").last_batch
     assert [m["lambda"] for m in recorder.epochs] == pytest.approx([0.0, 0.1, 0.2])
     assert "l_fake" not in recorder.epochs[0]  # λ = 0: no K+1 pass at all
     for metrics in recorder.epochs[1:]:
         assert 0 <= metrics["bad_kept"] <= 32
         assert metrics["bad_kept_fraction"] == pytest.approx(metrics["bad_kept"] / 32)
-    assert kept is not None and kept.shape[1:] == (2,)
+    assert last is not None
+    candidates, keep = last
+    assert candidates.shape == (32, 2) and keep.shape == (32,) and keep.dtype == torch.bool
 
 
 @pytest.mark.parametrize(
