@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from ssl_core.data import EpochlessSampler, SplitData
 from ssl_core.loop import train
+from ssl_core.optim import adam
 from ssl_core.plugin_manager import Catalogue
 from ssl_core.progress import Reporter
 from ssl_core.report import epochs_to_target
@@ -149,9 +150,14 @@ def accuracy_markdown(results: dict, args: argparse.Namespace) -> str:
 
 
 def framework_step_seconds(
-    catalogue: Catalogue, recipe: str, overrides: list[str], data: SplitData, steps: int
+    catalogue: Catalogue,
+    recipe: str,
+    overrides: list[str],
+    data: SplitData,
+    steps: int,
+    threads: int = 1,
 ) -> tuple[float, nn.Module]:
-    budget = ["train.epochs=1", f"train.iterations_per_epoch={steps}", "train.threads=1"]
+    budget = ["train.epochs=1", f"train.iterations_per_epoch={steps}", f"train.threads={threads}"]
     resolved = load_recipe(RECIPES / recipe, catalogue, [*overrides, *budget])
     run = build_run(resolved, catalogue, data=data)
     try:
@@ -186,21 +192,26 @@ def kl(p_logits: Tensor, q_logits: Tensor) -> Tensor:
 
 
 def bare_vat(model: nn.Module, x: Tensor, eps: float, xi: float, signed: bool) -> tuple:
-    """Clean pass, one power iteration, [sign correction], adversarial KL; and the direction."""
-    with torch.no_grad(), frozen_stats(model):
-        clean = model(x)
-    d = unit(torch.randn(x.shape)).requires_grad_(True)
-    with frozen_stats(model):
-        (grad,) = torch.autograd.grad(kl(clean, model(x + xi * d)).sum(), d)
-    d = unit(grad)
-    if signed:
+    """Clean pass, one power iteration, [sign correction], adversarial KL; and the direction.
+
+    The clean pass, the power iteration and the sign correction run in float32 with
+    autocast off; the adversarial pass in the ambient precision, its KL in float32.
+    """
+    with torch.autocast("cpu", enabled=False):
         with torch.no_grad(), frozen_stats(model):
-            both = model(torch.cat([x + eps * d, x - eps * d]))
-            n = len(x)
-            sign = torch.where(kl(clean, both[:n]) >= kl(clean, both[n:]), 1.0, -1.0)
-        d = d * sign.view(-1, 1, 1, 1)
+            clean = model(x)
+        d = unit(torch.randn(x.shape)).requires_grad_(True)
+        with frozen_stats(model):
+            (grad,) = torch.autograd.grad(kl(clean, model(x + xi * d)).sum(), d)
+        d = unit(grad)
+        if signed:
+            with torch.no_grad(), frozen_stats(model):
+                both = model(torch.cat([x + eps * d, x - eps * d]))
+                n = len(x)
+                sign = torch.where(kl(clean, both[:n]) >= kl(clean, both[n:]), 1.0, -1.0)
+            d = d * sign.view(-1, 1, 1, 1)
     with frozen_stats(model):
-        adversarial = model(x + eps * d)
+        adversarial = model(x + eps * d).float()
     return kl(clean, adversarial).mean(), d
 
 
@@ -211,23 +222,28 @@ def bare_k_plus_1(model: nn.Module, x: Tensor, d: Tensor, settings: dict[str, fl
     x_bad = x[:n_bad] + settings["radius"] * unit(d[:n_bad])
     alpha = settings["alpha"]
     with frozen_stats(model):
-        joint = model(torch.cat([x[:n_true], x_bad]))
+        joint = model(torch.cat([x[:n_true], x_bad])).float()
         real, bad = joint[:n_true], joint[n_true:]
     keep = F.softmax(bad.detach(), dim=-1).amax(dim=-1) <= 1.0 - alpha
     log_z = F.softplus(torch.logsumexp(real, dim=-1))
     log_q = real - log_z.unsqueeze(-1)
     l_true = -(log_q.exp() * log_q).sum(dim=-1).mean()
     not_fake = F.softplus(-torch.logsumexp(real, dim=-1)).mean()
-    l_fake = (F.softplus(torch.logsumexp(bad, dim=-1)) * keep).sum() / max(int(keep.sum()), 1)
+    l_fake = (F.softplus(torch.logsumexp(bad, dim=-1)) * keep).sum() / keep.sum().clamp_min(1)
     return [l_true, not_fake, l_fake]
 
 
 def bare_step_seconds(
-    method: str, data: SplitData, seed: int, steps: int, settings: dict[str, float]
+    method: str,
+    data: SplitData,
+    seed: int,
+    steps: int,
+    settings: dict[str, float],
+    precision: str = "fp32",
 ) -> tuple[float, nn.Module]:
     torch.manual_seed(seed)  # the framework seeds the same way before building the model
     model = MLP(784, [1200, 600, 300, 150], 10)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"])
+    optimizer = adam(model.parameters(), lr=settings["lr"])
     labeled = EpochlessSampler(len(data.labeled_y), 64, seed + 1)
     unlabeled = EpochlessSampler(len(data.unlabeled_x), 256, seed + 2)
     model.train()
@@ -235,12 +251,13 @@ def bare_step_seconds(
     for _ in range(steps):
         li, ui = labeled.next_indices(), unlabeled.next_indices()
         x_l, y_l, x_u = data.labeled_x[li], data.labeled_y[li], data.unlabeled_x[ui]
-        terms = [F.cross_entropy(model(x_l), y_l)]
-        if method != "supervised":
-            vat, d = bare_vat(model, x_u, settings["eps"], settings["xi"], method == "FAT")
-            terms.append(vat)
-        if method == "FAT":
-            terms += bare_k_plus_1(model, x_u, d, settings)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            terms = [F.cross_entropy(model(x_l), y_l)]
+            if method != "supervised":
+                vat, d = bare_vat(model, x_u, settings["eps"], settings["xi"], method == "FAT")
+                terms.append(vat)
+            if method == "FAT":
+                terms += bare_k_plus_1(model, x_u, d, settings)
         optimizer.zero_grad(set_to_none=True)
         sum(terms).backward()
         optimizer.step()

@@ -24,8 +24,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ssl_core.adversarial import power_iteration_direction, sign_corrected_direction
-from ssl_core.bn import frozen_bn_stats
+from ssl_core.adversarial import (
+    hessian_vector_direction,
+    power_iteration_direction,
+    sign_corrected_direction,
+)
+from ssl_core.bn import frozen_bn_stats, untracked_bn_stats
 from ssl_core.context import BatchContext
 from ssl_core.noise import noise_free
 from ssl_core.precision import full_precision
@@ -61,22 +65,34 @@ def estimate_direction(
     xi: float,
     iterations: int,
     sign_eps: float | None,
+    method: str = "finite_difference",
 ) -> Tensor:
     """Unit direction of r_adv for the unlabeled batch (power iteration, §2.1).
 
-    ``torch.autograd.grad`` with respect to the perturbation only, in float32 even
-    under autocast (:func:`ssl_core.adversarial.power_iteration_direction`). With
-    ``sign_eps`` set, of ±v the side with the larger KL at radius ``sign_eps`` is kept
-    per sample (§4.2; one no-grad forward over the 2B inputs) and the share of flipped
-    samples is logged as ``sign_flipped``.
+    ``method = "finite_difference"``: the gradient of KL(p(x) ‖ p(x + ξd)) with respect
+    to d, in float32 even under autocast, from the shared clean logits
+    (:func:`ssl_core.adversarial.power_iteration_direction`). ``"hvp"``: exact
+    Hessian-vector products in the training precision, whose own forward at x gives
+    the clean logits (:func:`ssl_core.adversarial.hessian_vector_direction`). Only
+    gradients with respect to the perturbation are taken. With ``sign_eps`` set, of ±v
+    the side with the larger KL at radius ``sign_eps`` is kept per sample (§4.2; one
+    no-grad forward over the 2B inputs, in the training precision) and the share of
+    flipped samples is logged as ``sign_flipped``. After this call ``batch.shared``
+    holds the clean logits.
     """
     x = batch.x_unlabeled
-    clean = shared_clean_logits(run, batch)
-    with frozen_bn_stats(run.classifier), noise_free(run.classifier):
-        direction = power_iteration_direction(run.classifier, x, clean, xi, iterations)
+    model = run.classifier
+    with noise_free(model):
+        if method == "hvp":
+            with untracked_bn_stats(model):
+                direction, logits = hessian_vector_direction(model, x, iterations)
+            clean = batch.shared.setdefault(CLEAN_LOGITS, logits)
+        else:
+            clean = shared_clean_logits(run, batch)
+            with frozen_bn_stats(model):
+                direction = power_iteration_direction(model, x, clean, xi, iterations)
         if sign_eps is not None:
-            direction, sign = sign_corrected_direction(
-                run.classifier, x, clean, direction, sign_eps
-            )
+            with frozen_bn_stats(model):
+                direction, sign = sign_corrected_direction(model, x, clean, direction, sign_eps)
             batch.stats["sign_flipped"] = (sign < 0).float().mean()
     return direction.to(x.dtype)

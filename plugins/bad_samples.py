@@ -79,6 +79,10 @@ class BadSampleSettings(PluginSettings):
     eps: float = Field(1.5, gt=0, description="ε of the own direction (only without vat)")
     xi: float = Field(1e-6, gt=0, description="ξ of the own direction (only without vat)")
     iterations: int = Field(1, ge=1, description="power iterations (only without vat)")
+    direction: Literal["finite_difference", "hvp"] = Field(
+        "finite_difference",
+        description="the power iteration's product with H, as vat's (only without vat)",
+    )
     sign_corrected: bool = Field(True, description="§4.2 sign correction (only without vat)")
 
     @model_validator(mode="after")
@@ -120,7 +124,7 @@ class BadSamples(Plugin):
         direction = batch.shared.get(DIRECTION)
         if direction is None:
             sign_eps = s.eps if s.sign_corrected else None
-            direction = estimate_direction(run, batch, s.xi, s.iterations, sign_eps)
+            direction = estimate_direction(run, batch, s.xi, s.iterations, sign_eps, s.direction)
 
         size = len(batch.x_unlabeled)
         n_true = max(1, round(s.true_fraction * size))

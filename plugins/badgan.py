@@ -54,7 +54,7 @@ from ssl_core.context import BatchContext
 from ssl_core.data import EpochlessSampler
 from ssl_core.errors import TrainingError
 from ssl_core.kplus1 import conditional_entropy, fake_loss, not_fake_loss
-from ssl_core.optim import epoch_hyperparameters
+from ssl_core.optim import adam, epoch_hyperparameters
 from ssl_core.plugin import Plugin, PluginSettings
 from ssl_core.precision import full_precision
 from ssl_core.run import Run
@@ -175,7 +175,7 @@ class BadGan(Plugin):
         except ValueError as exc:
             raise TrainingError(f"plugins.badgan.generator: {exc}") from None
         self.generator = generator.to(run.device)
-        self.optimizer = torch.optim.Adam(
+        self.optimizer = adam(
             self.generator.parameters(),
             lr=s.generator_lr,
             betas=(s.generator_beta1, s.generator_beta2),

@@ -22,7 +22,6 @@ from ssl_plugins.adversarial_batch import (
     CLEAN_LOGITS,
     DIRECTION,
     estimate_direction,
-    shared_clean_logits,
 )
 from torch import Tensor
 
@@ -45,6 +44,12 @@ class VatSettings(PluginSettings):
         " underflows in float32 on [0, 1] images, MNIST recipes use 0.1 (docs/fat.md)",
     )
     iterations: int = Field(1, ge=1, description="power iterations")
+    direction: Literal["finite_difference", "hvp"] = Field(
+        "finite_difference",
+        description="how the power iteration multiplies by the KL's Hessian: a finite"
+        " difference of step xi, in float32 even in a bf16 run, or exact Hessian-vector"
+        " products ('hvp', no xi, in the training precision; docs/fat.md)",
+    )
     variant: Literal["original", "sign_corrected"] = Field(
         "original", description="'sign_corrected': of ±v keep the larger-KL side (§4.2)"
     )
@@ -74,11 +79,10 @@ class Vat(Plugin):
                 batch.shared.setdefault(CLEAN_LOGITS, logits.detach())
             entropy = conditional_entropy(full_precision(logits)).mean()
             terms["vat_entropy"] = s.entropy_weight * entropy
-        clean = shared_clean_logits(run, batch)
-
         sign_eps = s.eps if s.variant == "sign_corrected" else None
-        direction = estimate_direction(run, batch, s.xi, s.iterations, sign_eps)
+        direction = estimate_direction(run, batch, s.xi, s.iterations, sign_eps, s.direction)
         batch.shared[DIRECTION] = direction
+        clean = batch.shared[CLEAN_LOGITS]
 
         # x + r_adv is formed in float32; the forward itself runs in the training
         # precision (train.precision), the KL again in float32.

@@ -126,6 +126,47 @@ def power_iteration_direction(
     return d
 
 
+def hessian_vector_direction(
+    forward: Forward,
+    x: Tensor,
+    iterations: int = 1,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Power iteration with exact products H·d; returns the unit direction and p(x)'s logits.
+
+    At r = 0 the Hessian of KL(p(x) ‖ p(x + r)) is exactly H = Jᵀ(diag p − ppᵀ)J, with J
+    the Jacobian of the logits at x: the logits' own second derivative is multiplied by
+    p − p = 0. Each iteration takes J·d by forward-mode differentiation
+    (``torch.func.jvp``, whose primal output is the logits at x), forms
+    u = (diag p − ppᵀ)Jd in at least float32, and Jᵀu by one backward to x. No ξ, no
+    finite difference: nothing vanishes in bfloat16, so unlike
+    :func:`power_iteration_direction` this runs in the ambient (autocast) precision.
+
+    ``forward`` must not update buffers in place (``torch.func`` refuses it): wrap batch
+    norm in :func:`ssl_core.bn.untracked_bn_stats`. Only gradients with respect to the
+    input are taken. The logits returned are those of the first iteration's forward at
+    x, detached: the clean prediction p(·|x; θ̂), for free.
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    x = x.detach().requires_grad_(True)
+    d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    d = normalize_per_sample(d)
+    clean: Tensor | None = None
+    for _ in range(iterations):
+        logits, jd = torch.func.jvp(forward, (x,), (d,))
+        clean = logits.detach() if clean is None else clean
+        p = F.softmax(logits.detach().to(_working_dtype(logits.dtype)), dim=-1)
+        jd = jd.detach().to(p.dtype)
+        u = p * jd - p * (p * jd).sum(dim=-1, keepdim=True)
+        (hd,) = torch.autograd.grad(logits, x, grad_outputs=u.to(logits.dtype))
+        alive = hd.flatten(1).abs().amax(dim=1) > 0
+        alive = alive.view(-1, *([1] * (d.dim() - 1)))
+        d = torch.where(alive, normalize_per_sample(hd.to(d.dtype)), d)
+    assert clean is not None
+    return d.detach(), clean
+
+
 def sign_corrected_direction(
     forward: Forward, x: Tensor, clean_logits: Tensor, v: Tensor, eps: float
 ) -> tuple[Tensor, Tensor]:
@@ -139,16 +180,19 @@ def sign_corrected_direction(
 
     Both sides are evaluated in a single call of ``forward`` on the
     concatenation [x + ε·v; x − ε·v], under ``torch.no_grad`` (choosing a sign
-    is not differentiated) and, like the power iteration, in at least float32
-    with autocast off, since the two KLs can differ only at third order.
-    Ties keep +v. ``v`` is assumed to be a unit direction per sample.
+    is not differentiated), in the ambient precision (bfloat16 under autocast),
+    the KLs in at least float32. At radius ε the two KLs differ by far more than
+    bfloat16's rounding except near ties, where either side is as good; the
+    signs chosen in bfloat16 agree with float32's for most samples
+    (docs/results.md, section precision_direction). Ties keep +v. ``v`` is
+    assumed to be a unit direction per sample.
 
     Returns the signed direction (same dtype as ``v``) and the per-sample sign
     as a float tensor of ±1, shape (B,).
     """
     batch = x.shape[0]
     dtype = _working_dtype(torch.promote_types(x.dtype, v.dtype))
-    with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+    with torch.no_grad():
         xw = x.detach().to(dtype)
         step = eps * v.detach().to(dtype)
         target = clean_logits.detach().to(_working_dtype(clean_logits.dtype))

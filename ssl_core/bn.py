@@ -44,6 +44,24 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
             bn.num_batches_tracked.copy_(count)
 
 
+@contextmanager
+def untracked_bn_stats(model: nn.Module) -> Iterator[None]:
+    """Like :func:`frozen_bn_stats`, for passes under ``torch.func`` transforms.
+
+    Batch norm stops tracking running statistics (``track_running_stats = False``), so
+    in training mode it normalises with the batch and touches no buffer at all, where
+    momentum 0 would still update them in place, which ``torch.func.jvp`` refuses.
+    """
+    norms = batch_norms(model)
+    for bn in norms:
+        bn.track_running_stats = False
+    try:
+        yield
+    finally:
+        for bn in norms:
+            bn.track_running_stats = True
+
+
 @torch.no_grad()
 def reestimated_copy(model: nn.Module, x: Tensor, batch_size: int) -> nn.Module:
     """A copy of ``model`` in evaluation mode whose batch-norm statistics come from ``x``.

@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ssl_core.spec import OptimSpec
 
 
 def build_optimizer(model: nn.Module, spec: OptimSpec) -> torch.optim.Adam:
-    return torch.optim.Adam(
+    return adam(
         model.parameters(),
         lr=spec.lr,
         betas=(spec.beta1, spec.beta2),
         weight_decay=spec.weight_decay,
     )
+
+
+def adam(params: Iterable[Tensor], **settings: Any) -> torch.optim.Adam:
+    """Adam with the fused kernel where this torch and device have one.
+
+    The fused update is the same arithmetic in one kernel over all parameters; on one
+    CPU thread it takes the MNIST MLP's step from about 5.8 to 1.2 ms (docs/results.md,
+    section precision_timing), a tenth of a supervised step. Older torch versions, or
+    devices without the kernel, get the ordinary implementation.
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, fused=True, **settings)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, **settings)
 
 
 def epoch_hyperparameters(spec: OptimSpec, epoch: int, epochs: int) -> tuple[float, float]:

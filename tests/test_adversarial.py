@@ -12,6 +12,7 @@ from torch.autograd.functional import hessian
 
 from ssl_core.adversarial import (
     bad_samples,
+    hessian_vector_direction,
     keep_uncertain,
     kl_divergence_from_logits,
     normalize_per_sample,
@@ -200,6 +201,59 @@ def test_power_iteration_runs_in_float32_under_bfloat16_autocast():
     assert clean_bf16.dtype == torch.bfloat16
     assert v.dtype == torch.float32
     assert abs_cosine(v, reference).min() > 0.99
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_hessian_vector_products_find_the_dominant_eigenvector_without_xi(dtype):
+    model = tiny_mlp(seed=3, dtype=dtype)
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(103), dtype=dtype)
+    expected, _ = exact_dominant_eigenvectors(model, x)
+    v, clean = hessian_vector_direction(
+        model, x, iterations=5, generator=torch.Generator().manual_seed(0)
+    )
+    assert v.dtype == dtype and not v.requires_grad
+    torch.testing.assert_close(clean, model(x).detach())  # the forward gives p(x) for free
+    torch.testing.assert_close(v.norm(dim=1), torch.ones(4, dtype=dtype))
+    assert abs_cosine(v, expected).min() > 0.999
+
+
+def test_one_hessian_vector_product_equals_the_exact_hessian_times_d():
+    model = tiny_mlp(seed=4)
+    x = torch.randn(3, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    d = normalize_per_sample(torch.randn(3, 5, generator=torch.Generator().manual_seed(2)).double())
+    v, _ = hessian_vector_direction(
+        model, x, iterations=1, generator=torch.Generator().manual_seed(2)
+    )
+    for row in range(3):
+        xi = x[row]
+        clean = model(xi[None]).detach()
+
+        def kl_at(r: Tensor, xi: Tensor = xi, clean: Tensor = clean) -> Tensor:
+            return kl_divergence_from_logits(clean, model((xi + r)[None])).sum()
+
+        hd = hessian(kl_at, torch.zeros_like(xi)) @ d[row]
+        torch.testing.assert_close(v[row], hd / hd.norm())
+
+
+def test_hessian_vector_direction_holds_under_bfloat16_autocast():
+    # No ξ to vanish: in bfloat16 the exact product keeps the direction, where a
+    # finite difference of the same network in bfloat16 loses it.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(100, 64), nn.Tanh(), nn.Linear(64, 2))
+    x = torch.rand(16, 100, generator=torch.Generator().manual_seed(5))
+    expected, _ = exact_dominant_eigenvectors(model, x)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        v, clean = hessian_vector_direction(model, x, generator=torch.Generator().manual_seed(1))
+    assert clean.dtype == torch.bfloat16
+    assert abs_cosine(v, expected).min() > 0.99
+
+
+def test_hessian_vector_direction_takes_no_parameter_gradients():
+    model = tiny_mlp(seed=0, dtype=torch.float32)
+    x = torch.randn(4, 5, requires_grad=True)
+    hessian_vector_direction(model, x, iterations=2)
+    assert all(p.grad is None for p in model.parameters())
+    assert x.grad is None
 
 
 def test_power_iteration_rejects_negative_iterations_and_non_positive_xi():

@@ -2,8 +2,8 @@
 
 Reading a value (``.item()``, ``float(t)``, ``bool(t)``, ``int(t)``, ``.tolist()``) makes
 the host wait for the device. These tests count such reads by sslrun and its plugins
-during steps of VAT, FAT and Bad GAN runs, and check that the deferred guard still stops on the first fault, naming
-it, before anything is written after it.
+during steps of VAT, FAT and Bad GAN runs, and check that the deferred guard still
+stops on the first fault, naming it, before anything is written after it.
 """
 
 from __future__ import annotations

@@ -142,9 +142,11 @@ def test_published_direction_is_unit_per_sample_and_clean_logits_carry_no_gradie
     assert not batch.shared[CLEAN_LOGITS].requires_grad
 
 
+@pytest.mark.parametrize("direction", ["finite_difference", "hvp"])
 @pytest.mark.parametrize("variant", ["original", "sign_corrected"])
-def test_vat_passes_leave_batch_norm_running_stats_unchanged(catalogue, variant):
-    with tiny_run(catalogue, **vat_plugins(variant=variant, entropy_weight=0.1)) as run:
+def test_vat_passes_leave_batch_norm_running_stats_unchanged(catalogue, variant, direction):
+    settings = vat_plugins(variant=variant, entropy_weight=0.1, direction=direction)
+    with tiny_run(catalogue, **settings) as run:
         x = run.data.unlabeled_x[:32] * 3 + 1  # far from the statistics seen so far
         before = bn_state(run.classifier)
         terms = collect(run, batch_of(x))
@@ -153,6 +155,23 @@ def test_vat_passes_leave_batch_norm_running_stats_unchanged(catalogue, variant)
         run.classifier(x)  # an ordinary training-mode forward does move them
         after = bn_state(run.classifier)["body.2.running_mean"]
         assert not torch.equal(before["body.2.running_mean"], after)
+
+
+@pytest.mark.parametrize(
+    ("direction", "rows"), [("finite_difference", [32, 32, 64, 32]), ("hvp", [32, 64, 32])]
+)
+def test_exact_products_take_the_clean_logits_from_their_own_forward(catalogue, direction, rows):
+    # finite difference: clean pass, probe, sign correction, adversarial pass; hvp: the
+    # Jacobian-vector product's forward gives the clean logits, then sign and KL.
+    settings = vat_plugins(variant="sign_corrected", xi=0.1, direction=direction)
+    with tiny_run(catalogue, **settings) as run:
+        log = CallLog(run.classifier)
+        batch = batch_of(run.data.unlabeled_x[:32])
+        collect(run, batch)
+        log.close()
+    assert log.rows == rows
+    assert torch.allclose(batch.shared[DIRECTION].norm(dim=1), torch.ones(32))
+    assert not batch.shared[CLEAN_LOGITS].requires_grad
 
 
 def test_default_xi_is_the_papers_and_recipes_can_override_it(catalogue):
