@@ -3,6 +3,7 @@
     python benchmarks/precision.py --parts timing      # a few minutes; quiet machine
     python benchmarks/precision.py --parts direction   # about a minute
     python benchmarks/precision.py --parts accuracy    # 12 runs of 2,340 steps
+    python benchmarks/precision.py --device cuda ...   # the same on a GPU (own sections)
 
 Each part writes its own section of docs/results.md, with the CPU and whether it has
 AMX (bfloat16 matrix units) and AVX-512 BF16:
@@ -116,14 +117,16 @@ def timing(args: argparse.Namespace) -> str:
                 for label, recipe, overrides in METHODS:
                     key = (threads, precision, label)
                     extra = [*overrides, f"train.precision={precision}"]
+                    extra.append(f"train.device={args.device}")
                     seconds, _ = framework_step_seconds(
                         catalogue, recipe, extra, data, args.timing_steps, threads
                     )
                     framework.setdefault(key, []).append(seconds)
-                    seconds, _ = bare_step_seconds(
-                        label, data, seed, args.timing_steps, settings[label], precision
-                    )
-                    bare.setdefault(key, []).append(seconds)
+                    if args.device == "cpu":  # the bare loop is written for the CPU
+                        seconds, _ = bare_step_seconds(
+                            label, data, seed, args.timing_steps, settings[label], precision
+                        )
+                        bare.setdefault(key, []).append(seconds)
         print(f"timing round {round_ + 1}/{args.rounds} done", flush=True)
     median = {k: statistics.median(v) for k, v in framework.items()}
     bare_median = {k: statistics.median(v) for k, v in bare.items()}
@@ -141,13 +144,16 @@ def timing(args: argparse.Namespace) -> str:
             vat32, vat16 = median[threads, "fp32", "VAT"], median[threads, "bf16", "VAT"]
             over = [
                 f"{100 * (median[threads, p, label] / bare_median[threads, p, label] - 1):+.1f}%"
+                if (threads, p, label) in bare_median
+                else "–"
                 for p in PRECISIONS
             ]
             lines.append(
                 f"| {threads} | {label} | {fp32:.4f} | {bf16:.4f} | {fp32 / bf16:.2f}×"
                 f" | {fp32 / vat32:.2f}, {bf16 / vat16:.2f} | {over[0]} | {over[1]} |"
             )
-    lines += ["", compile_comparison(data, args)]
+    if args.device == "cpu":
+        lines += ["", compile_comparison(data, args)]
     return "\n".join(lines)
 
 
@@ -341,6 +347,7 @@ def accuracy(args: argparse.Namespace) -> str:
             for precision in PRECISIONS:
                 for seed in args.seeds:
                     overrides = [f"seed={seed}", f"train.precision={precision}", *budget]
+                    overrides.append(f"train.device={args.device}")
                     recipe = f"{method}_mnist.toml"
                     jobs[method, precision, seed] = pool.submit(train_curve, recipe, overrides)
         finals: dict[tuple[str, str], list[float]] = {}
@@ -388,9 +395,12 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=234, help="steps per epoch")
     parser.add_argument("--jobs", type=int, default=2, help="accuracy runs at a time")
     parser.add_argument("--no-write", action="store_true", help="print, leave docs alone")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
     for part in args.parts:
         name, title, measure = PARTS[part]
+        if args.device == "cuda":
+            name, title = f"{name}_cuda", f"{title} (CUDA: {torch.cuda.get_device_name(0)})"
         body = measure(args)
         print(f"## {title}\n\n{body}\n", flush=True)
         if not args.no_write:

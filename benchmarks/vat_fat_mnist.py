@@ -194,8 +194,8 @@ def kl(p_logits: Tensor, q_logits: Tensor) -> Tensor:
 def bare_vat(model: nn.Module, x: Tensor, eps: float, xi: float, signed: bool) -> tuple:
     """Clean pass, one power iteration, [sign correction], adversarial KL; and the direction.
 
-    The clean pass, the power iteration and the sign correction run in float32 with
-    autocast off; the adversarial pass in the ambient precision, its KL in float32.
+    The clean pass and the power iteration run in float32 with autocast off; the sign
+    correction and the adversarial pass in the ambient precision, their KLs in float32.
     """
     with torch.autocast("cpu", enabled=False):
         with torch.no_grad(), frozen_stats(model):
@@ -204,12 +204,12 @@ def bare_vat(model: nn.Module, x: Tensor, eps: float, xi: float, signed: bool) -
         with frozen_stats(model):
             (grad,) = torch.autograd.grad(kl(clean, model(x + xi * d)).sum(), d)
         d = unit(grad)
-        if signed:
-            with torch.no_grad(), frozen_stats(model):
-                both = model(torch.cat([x + eps * d, x - eps * d]))
-                n = len(x)
-                sign = torch.where(kl(clean, both[:n]) >= kl(clean, both[n:]), 1.0, -1.0)
-            d = d * sign.view(-1, 1, 1, 1)
+    if signed:
+        with torch.no_grad(), frozen_stats(model):
+            both = model(torch.cat([x + eps * d, x - eps * d])).float()
+            n = len(x)
+            sign = torch.where(kl(clean, both[:n]) >= kl(clean, both[n:]), 1.0, -1.0)
+        d = d * sign.view(-1, 1, 1, 1)
     with frozen_stats(model):
         adversarial = model(x + eps * d).float()
     return kl(clean, adversarial).mean(), d

@@ -250,6 +250,8 @@ class EpochTally:
 
 def epoch_metrics(run: Run, epoch: int, lr: float, tally: EpochTally) -> dict[str, Any]:
     """The epoch's record: mean terms and stats over every rank's steps, accuracies, extras."""
+    if run.device.type == "cuda":  # the clock must not stop before the queued work does
+        torch.cuda.synchronize(run.device)
     seconds = tally.elapsed()
     metrics: dict[str, Any] = {"epoch": epoch, "lr": lr}
     ranks = run.world.gather(({k: float(v) for k, v in tally.sums.items()}, tally.steps))
