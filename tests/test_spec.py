@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from ssl_core.errors import RecipeError
-from ssl_core.spec import apply_override, dump_toml, load_recipe, parse_literal, validate_recipe
+from ssl_core.recipe.spec import (
+    apply_override,
+    dump_toml,
+    load_recipe,
+    parse_literal,
+    validate_recipe,
+)
 
 from .conftest import RECIPES, tiny_recipe
 
