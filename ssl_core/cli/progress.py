@@ -74,12 +74,15 @@ class RichReporter(Reporter):
         )
         self.progress.start()
         self.started = time.perf_counter()
-        fields = {"speed": "", "terms": ""}
         self.epoch_task = self.progress.add_task(
-            f"epoch {first_epoch + 1}/{epochs}", total=iterations, **fields
+            f"epoch {first_epoch + 1}/{epochs}", total=iterations, speed="", terms=""
         )
         self.run_task = self.progress.add_task(
-            name, total=epochs * iterations, completed=first_epoch * iterations, **fields
+            name,
+            total=epochs * iterations,
+            completed=first_epoch * iterations,
+            speed="",
+            terms="",
         )
 
     def batch(self, epoch: int, iteration: int, terms: Mapping[str, Tensor]) -> None:

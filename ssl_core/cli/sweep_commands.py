@@ -25,6 +25,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -167,8 +168,8 @@ def report(
 def print_table(rows: list[Row], target: float | None, title: str) -> None:
     table = Table(title=title)
     for index, column in enumerate(table_columns(target)):
-        justify = "left" if index == 0 or column == "status" else "right"
-        table.add_column(column, justify=justify, overflow="fold")
+        left = index == 0 or column == "status"
+        table.add_column(column, justify="left" if left else "right", overflow="fold")
     for row in rows:
         cells = [escape(cell) for cell in table_cells(row, target)]
         table.add_row(*cells, style=None if row.status == "ok" else "yellow")
@@ -180,7 +181,7 @@ class RichSweepWatcher(SweepWatcher):
 
     def __init__(self) -> None:
         self.progress: Progress | None = None
-        self.task: int | None = None
+        self.task: TaskID | None = None
         self.labels: dict[Path, str] = {}
 
     def start(self, plan: Plan, pending: list[PlannedRun]) -> None:

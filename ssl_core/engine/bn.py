@@ -33,7 +33,7 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
     Momentum 0 makes the running-average update a no-op (also for cumulative
     averaging, momentum=None); the batch counter is restored on exit.
     """
-    saved = [(bn, bn.momentum, bn.num_batches_tracked.clone()) for bn in batch_norms(model)]
+    saved = [(bn, bn.momentum, _counter(bn).clone()) for bn in batch_norms(model)]
     for bn, _, _ in saved:
         bn.momentum = 0.0
     try:
@@ -41,7 +41,13 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
     finally:
         for bn, momentum, count in saved:
             bn.momentum = momentum
-            bn.num_batches_tracked.copy_(count)
+            _counter(bn).copy_(count)
+
+
+def _counter(bn: _BatchNorm) -> Tensor:
+    """The batch counter, present on every norm that tracks running statistics."""
+    assert bn.num_batches_tracked is not None
+    return bn.num_batches_tracked
 
 
 @contextmanager

@@ -83,15 +83,5 @@ def build_run(
         catalogue.plugins[name](resolved.plugin_settings[name]) for name in resolved.enabled_plugins
     ]
     active = ActivePlugins(catalogue.pm, instances)
-    data = _to_device(data, device)
+    data = data.to(device)
     return Run(resolved, data, classifier, device, out_dir, world, active)
-
-
-def _to_device(data: SplitData, device: torch.device) -> SplitData:
-    if device.type == "cpu":
-        return data
-    fields = {
-        name: value.to(device) if isinstance(value, torch.Tensor) else value
-        for name, value in vars(data).items()
-    }
-    return SplitData(**fields)

@@ -59,7 +59,9 @@ def rng_state() -> dict[str, Any]:
 
     Kept to types that ``torch.load(weights_only=True)`` accepts.
     """
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state(legacy=True)
+    assert isinstance(legacy, tuple)  # the legacy state is a tuple, never a dict
+    kind, keys, pos, has_gauss, cached = legacy
     version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -112,7 +114,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load with ``weights_only=True``: tensors and plain values only, no code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return payload
 
 
 # --- the run's checkpoint -------------------------------------------------------------

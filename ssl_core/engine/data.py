@@ -41,6 +41,22 @@ class SplitData:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.unlabeled_x.shape[1:])
 
+    def to(self, device: torch.device) -> SplitData:
+        """Every tensor moved to ``device`` (the same object on the CPU)."""
+        if device.type == "cpu":
+            return self
+        return SplitData(
+            labeled_x=self.labeled_x.to(device),
+            labeled_y=self.labeled_y.to(device),
+            unlabeled_x=self.unlabeled_x.to(device),
+            val_x=self.val_x.to(device),
+            val_y=self.val_y.to(device),
+            test_x=self.test_x.to(device),
+            test_y=self.test_y.to(device),
+            num_classes=self.num_classes,
+            labeled_indices=self.labeled_indices.to(device),
+        )
+
 
 def resolve_data_root(cli_dir: str | None, recipe_root: str | None) -> Path:
     """``--data-dir``, then the recipe's ``data.root``, then ``SSLRUN_DATA_DIR``, then shipped."""

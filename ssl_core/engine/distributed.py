@@ -183,7 +183,8 @@ class World:
             return obj
         box: list[Any] = [obj]
         dist.broadcast_object_list(box, src=0)
-        return box[0]
+        received: T = box[0]
+        return received
 
     def on_main(self, action: Callable[[], T]) -> T:
         """Run ``action`` on rank 0 only and return its result on every rank.
@@ -202,7 +203,8 @@ class World:
         outcome = self.broadcast(outcome)
         if outcome[0] == "error":
             raise outcome[1]
-        return outcome[1]
+        result: T = outcome[1]
+        return result
 
     @property
     def _collective_device(self) -> torch.device:

@@ -49,7 +49,7 @@ def train_step(
         guard.record(batch.epoch, batch.iteration, terms, owners)
     run.optimizer.zero_grad(set_to_none=True)
     if total.requires_grad:
-        total.backward()
+        torch.autograd.backward(total)
         run.optimizer.step()
     with autocast(spec.precision, run.device):
         run.plugins.call("sslrun_after_step", run=run, batch=batch)

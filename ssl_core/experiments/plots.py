@@ -204,11 +204,8 @@ def save_decision_scatter(
     regions = (out.argmax(1) if out.ndim == 2 else out).reshape(resolution, resolution)
     predicted, classes_l = _array(y_pred), _array(y_labeled)
     classes = int(max(regions.max(), predicted.max(initial=0), classes_l.max(initial=0))) + 1
-    colours = {
-        "cmap": "coolwarm" if classes == 2 else "tab10",
-        "vmin": 0,
-        "vmax": max(classes - 1, 1) if classes == 2 else 9,
-    }
+    cmap = "coolwarm" if classes == 2 else "tab10"
+    vmax = max(classes - 1, 1) if classes == 2 else 9
 
     figure, ax = _figure(6.0, 5.0)
     ax.imshow(
@@ -218,9 +215,13 @@ def save_decision_scatter(
         aspect="auto",
         alpha=0.25,
         interpolation="nearest",
-        **colours,
+        cmap=cmap,
+        vmin=0,
+        vmax=vmax,
     )
-    ax.scatter(unlabeled[:, 0], unlabeled[:, 1], c=predicted, s=6, alpha=0.6, **colours)
+    ax.scatter(
+        unlabeled[:, 0], unlabeled[:, 1], c=predicted, s=6, alpha=0.6, cmap=cmap, vmin=0, vmax=vmax
+    )
     ax.scatter(
         labeled[:, 0],
         labeled[:, 1],
@@ -229,7 +230,9 @@ def save_decision_scatter(
         edgecolors="black",
         linewidths=1.5,
         label="labeled",
-        **colours,
+        cmap=cmap,
+        vmin=0,
+        vmax=vmax,
     )
     markers = ("orange", "black", "green", "purple")
     for index, (name, points) in enumerate(extras.items()):

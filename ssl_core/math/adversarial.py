@@ -54,7 +54,8 @@ def normalize_per_sample(d: Tensor, eps: float = 1e-12) -> Tensor:
     tiny = torch.finfo(flat.dtype).tiny
     flat = flat / flat.abs().amax(dim=1, keepdim=True).clamp_min(tiny)
     flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(eps)
-    return flat.view_as(d)
+    unit: Tensor = flat.view_as(d)
+    return unit
 
 
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -154,7 +155,8 @@ def hessian_vector_direction(
     d = normalize_per_sample(d)
     clean: Tensor | None = None
     for _ in range(iterations):
-        logits, jd = torch.func.jvp(forward, (x,), (d,))
+        primal_and_tangent = torch.func.jvp(forward, (x,), (d,))
+        logits, jd = primal_and_tangent[0], primal_and_tangent[1]
         clean = logits.detach() if clean is None else clean
         p = F.softmax(logits.detach().to(_working_dtype(logits.dtype)), dim=-1)
         jd = jd.detach().to(p.dtype)

@@ -259,10 +259,11 @@ def _provider_settings(
     extras = dict(spec.model_extra or {})
     provider = registry[name]
     try:
-        return provider.Settings.model_validate(extras)
+        settings: ProviderSettings = provider.Settings.model_validate(extras)
     except ValidationError as exc:
         known = [*spec_cls.model_fields, *provider.Settings.model_fields]
         raise RecipeError(_first_error(exc, source, provider.Settings, section, known)) from None
+    return settings
 
 
 def _validate_section(model: type[BaseModel], table: Any, source: str, prefix: str) -> Any:
