@@ -43,7 +43,7 @@ TRAIN = {"epochs": 2, "iterations_per_epoch": 3, "threads": 1}
 class FaultSettings(PluginSettings):
     from_step: int = Field(0, description="first global step that misbehaves")
     steps: list[int] = Field(default_factory=list, description="only these steps (if given)")
-    value: float = float("nan")
+    value: float = Field(float("nan"), allow_inf_nan=True, description="the term's factor")
 
 
 class NanLoss(Plugin):

@@ -195,7 +195,7 @@ def test_without_seeds_each_recipe_runs_its_own_seed(tmp_path, catalogue):
         (SweepSpec([MOONS], jobs=0), "--jobs"),
         (SweepSpec([MOONS], target=98), "fraction"),
         (SweepSpec([MOONS], name="../up"), "--name"),
-        (SweepSpec([MOONS], grid={"train.epochs": [1, 1.0]}), "same recipe"),
+        (SweepSpec([MOONS], grid={"optim.lr": [1, 1.0]}), "same recipe"),
         (SweepSpec([MOONS], grid={"optim.lrr": [1, 2]}), "optim.lrr"),
         (SweepSpec([MOONS], disable_each=["vat"]), "no plugin 'vat'"),
         (SweepSpec([MOONS, MOONS]), "two recipes are named 'supervised_moons'"),

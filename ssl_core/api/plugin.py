@@ -16,15 +16,22 @@ from pydantic import BaseModel, ConfigDict
 hookimpl = pluggy.HookimplMarker("sslrun")
 
 
+#: How every settings model of sslrun validates (recipe sections, plugins, providers):
+#: unknown keys refused, types strict (``"3"`` is no number, ``true`` no integer; an
+#: integer is a float), and floats finite unless a field says ``allow_inf_nan=True``.
+STRICT = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
+
+
 class PluginSettings(BaseModel):
     """Settings of one plugin, i.e. its ``[plugins.NAME]`` recipe table.
 
-    Unknown keys are refused (a misspelled key must never be silently ignored).
-    ``enabled = false`` switches the plugin off while keeping its settings, so an
-    ablation is one line of the recipe or one ``--disable NAME``.
+    Unknown keys are refused (a misspelled key must never be silently ignored), values
+    are validated strictly (:data:`STRICT`). ``enabled = false`` switches the plugin
+    off while keeping its settings, so an ablation is one line of the recipe or one
+    ``--disable NAME``.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = STRICT
 
     enabled: bool = True
 

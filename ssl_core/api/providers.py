@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch import Tensor, nn
+
+from ssl_core.api.plugin import STRICT
 
 
 @dataclass
@@ -30,9 +32,12 @@ class ImageDataset:
 
 
 class ProviderSettings(BaseModel):
-    """Extra recipe keys a dataset or model accepts beside ``name`` (none by default)."""
+    """Extra recipe keys a dataset or model accepts beside ``name`` (none by default).
 
-    model_config = ConfigDict(extra="forbid")
+    Validated like plugin settings (:data:`ssl_core.api.plugin.STRICT`).
+    """
+
+    model_config = STRICT
 
 
 class DatasetProvider:

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ssl_core.api.plugin import Plugin, PluginSettings
+from ssl_core.api.plugin import STRICT, Plugin, PluginSettings
 from ssl_core.api.providers import DatasetProvider, ModelProvider, ProviderSettings, Registry
 from ssl_core.errors import RecipeError
 
@@ -33,7 +33,7 @@ class Components(Protocol):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = STRICT
 
 
 class DataSpec(BaseModel):
@@ -42,7 +42,7 @@ class DataSpec(BaseModel):
     Keys other than these are the dataset provider's own (validated by it).
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(STRICT, extra="allow")
 
     name: str = "mnist"
     labels: int = Field(100, gt=0, description="labeled examples, balanced per class")
@@ -53,7 +53,7 @@ class DataSpec(BaseModel):
 class ModelSpec(BaseModel):
     """``[model]``: which classifier; other keys are the model provider's own."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(STRICT, extra="allow")
 
     name: str = "mnist_mlp"
 
