@@ -33,10 +33,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one recipe in this process with one thread; return its summary and the job."""
     import torch
 
-    from ssl_core.loop import train
-    from ssl_core.plugin_manager import Catalogue
-    from ssl_core.run import build_run
-    from ssl_core.spec import load_recipe
+    from ssl_core.engine.build import build_run
+    from ssl_core.engine.catalogue import Catalogue
+    from ssl_core.engine.loop import train
+    from ssl_core.recipe.spec import load_recipe
 
     torch.set_num_threads(1)
     catalogue = Catalogue.discover()

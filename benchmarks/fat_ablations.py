@@ -25,11 +25,12 @@ from results_md import mean_std, write_section
 from torch import Tensor, nn
 from vat_fat_mnist import train_curve
 
-from ssl_core.adversarial import power_iteration_direction
-from ssl_core.loop import evaluate, train
-from ssl_core.plugin_manager import Catalogue
-from ssl_core.run import build_run
-from ssl_core.spec import load_recipe
+from ssl_core.engine.build import build_run
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.evaluation import evaluate
+from ssl_core.engine.loop import train
+from ssl_core.math.adversarial import power_iteration_direction
+from ssl_core.recipe.spec import load_recipe
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 

@@ -26,9 +26,11 @@ from pathlib import Path
 
 from results_md import write_section
 
-from ssl_core.outputs import METRICS_NAME, RECIPE_NAME, SUMMARY_NAME
-from ssl_core.plots import plot_accuracy
-from ssl_core.report import (
+from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME, SUMMARY_NAME
+from ssl_core.experiments.grid import SweepSpec, parse_seeds
+from ssl_core.experiments.launch import Outcome, SweepWatcher
+from ssl_core.experiments.plots import plot_accuracy
+from ssl_core.experiments.report import (
     RunRecord,
     epochs_to_target,
     format_stat,
@@ -36,8 +38,8 @@ from ssl_core.report import (
     read_recipe,
     read_run,
 )
-from ssl_core.spec import parse_literal
-from ssl_core.sweep import Outcome, SweepSpec, SweepWatcher, parse_seeds, run_sweep
+from ssl_core.experiments.sweep import run_sweep
+from ssl_core.recipe.spec import parse_literal
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes" / "paper"

@@ -38,17 +38,17 @@ from results_md import mean_std, write_section
 from torch import Tensor, nn
 from vat_fat_mnist import RECIPES, bare_step_seconds, framework_step_seconds, train_curve
 
-from ssl_core.adversarial import (
+from ssl_core.engine.bn import untracked_bn_stats
+from ssl_core.engine.build import build_run, load_data
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.loop import train
+from ssl_core.engine.optim import adam
+from ssl_core.math.adversarial import (
     kl_divergence_from_logits,
     normalize_per_sample,
     sign_corrected_direction,
 )
-from ssl_core.bn import untracked_bn_stats
-from ssl_core.loop import train
-from ssl_core.optim import adam
-from ssl_core.plugin_manager import Catalogue
-from ssl_core.run import build_run, load_data
-from ssl_core.spec import load_recipe
+from ssl_core.recipe.spec import load_recipe
 
 STEADY = "plugins.bad_samples.lambda_start=1.0"  # λ = 1: FAT's cost after the warm-up
 METHODS = [("supervised", "supervised_mnist.toml", []), ("VAT", "vat_mnist.toml", [])]
@@ -160,7 +160,7 @@ def timing(args: argparse.Namespace) -> str:
 def compile_comparison(data, args: argparse.Namespace) -> str:
     """Eager against ``torch.compile`` for the classifier's supervised step."""
     torch.set_num_threads(1)
-    from ssl_plugins.models import MLP
+    from ssl_plugins.models.paper import MLP
 
     x, y = data.unlabeled_x[:256], data.labeled_y.repeat(3)[:256]
     rows = []

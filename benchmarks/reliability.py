@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 from results_md import write_section
 
-from ssl_core.checkpoint import CHECKPOINT_NAME, Position, save_checkpoint
-from ssl_core.data import EpochlessSampler
-from ssl_core.plugin_manager import Catalogue
-from ssl_core.run import build_run
-from ssl_core.spec import load_recipe
+from ssl_core.engine.build import build_run
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.checkpoint import CHECKPOINT_NAME, Position, save_checkpoint
+from ssl_core.engine.data import EpochlessSampler
+from ssl_core.recipe.spec import load_recipe
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "vat_mnist.toml"
 ITERATIONS = 40
@@ -77,7 +77,7 @@ def free_port() -> int:
 def sslrun_command() -> list[str]:
     script = Path(sys.executable).parent / "sslrun"
     found = str(script) if script.exists() else shutil.which("sslrun")
-    return [found] if found else [sys.executable, "-c", "from ssl_core.cli import main; main()"]
+    return [found] if found else [sys.executable, "-c", "from ssl_core.cli.app import main; main()"]
 
 
 def train_seconds(folder: Path, processes: int, threads: int) -> float:

@@ -4,7 +4,7 @@
     python reproduce_mnist.py --parts table1 ablation table2   # over an hour
     python reproduce_mnist.py --parts figure3                  # about 30 minutes
 
-Runs, through `sslrun sweep` (``ssl_core.sweep.run_sweep``), each in its own process:
+Runs, through `sslrun sweep` (``ssl_core.experiments.sweep.run_sweep``), each in its own process:
 
 - Table 1 (MNIST columns): VAT, Bad GAN and FAT with 100 and 20 labels, final-epoch model;
 - Figure 3 (left): epochs to reach 98% on MNIST-100 for the same runs, and again at full
@@ -27,8 +27,9 @@ from pathlib import Path
 
 from results_md import write_section
 
-from ssl_core.report import EPOCHS_PNG, Row, format_stat
-from ssl_core.sweep import SweepResult, SweepSpec, parse_seeds, run_sweep
+from ssl_core.experiments.grid import SweepSpec, parse_seeds
+from ssl_core.experiments.report import EPOCHS_PNG, Row, format_stat
+from ssl_core.experiments.sweep import SweepResult, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes"

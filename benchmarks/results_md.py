@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ssl_core.report import format_stat
-from ssl_core.report import mean_std as stat_of
+from ssl_core.experiments.report import format_stat
+from ssl_core.experiments.report import mean_std as stat_of
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results.md"
 HEADER = (

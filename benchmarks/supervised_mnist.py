@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from results_md import mean_std, write_section
 
-from ssl_core.loop import train
-from ssl_core.plugin_manager import Catalogue
-from ssl_core.run import build_run
-from ssl_core.spec import load_recipe
+from ssl_core.engine.build import build_run
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.loop import train
+from ssl_core.recipe.spec import load_recipe
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "supervised_mnist.toml"
 

@@ -30,17 +30,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from results_md import mean_std, write_section
-from ssl_plugins.models import MLP
+from ssl_plugins.models.paper import MLP
 from torch import Tensor, nn
 
-from ssl_core.data import EpochlessSampler, SplitData
-from ssl_core.loop import train
-from ssl_core.optim import adam
-from ssl_core.plugin_manager import Catalogue
-from ssl_core.progress import Reporter
-from ssl_core.report import epochs_to_target
-from ssl_core.run import build_run, load_data
-from ssl_core.spec import load_recipe
+from ssl_core.engine.build import build_run, load_data
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.data import EpochlessSampler, SplitData
+from ssl_core.engine.loop import train
+from ssl_core.engine.optim import adam
+from ssl_core.engine.reporter import Reporter
+from ssl_core.experiments.report import epochs_to_target
+from ssl_core.recipe.spec import load_recipe
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 TARGET = 0.98  # Figure 3 (left): epochs to reach 98% test accuracy on MNIST-100

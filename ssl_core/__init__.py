@@ -1,15 +1,39 @@
-"""sslrun core: the training loop, its hooks, recipes and the plugin manager.
+"""sslrun: composable semi-supervised regularizers (VAT, Bad GAN, FAT) as plugins.
 
-Plugin authors need only :data:`hookimpl` and :class:`ssl_core.plugin.Plugin`.
+The public surface for plugin authors, importable from here:
+
+- :data:`hookimpl`, :class:`Plugin`, :class:`PluginSettings`: a plugin and its hooks
+  (specified in :mod:`ssl_core.engine.hookspecs`);
+- :class:`DatasetProvider`, :class:`ModelProvider`, :class:`ProviderSettings`,
+  :class:`ImageDataset`: named datasets and classifiers;
+- :class:`Run` and :class:`BatchContext`: what every training hook receives;
+- :func:`frozen_bn_stats`: extra forward passes that leave batch-norm statistics alone;
+- :mod:`ssl_core.math`: the paper's formulas (VAT directions, bad samples, the K+1 terms).
+
+Everything else (the loop, checkpoints, sweeps, the command line) is internal and may
+change between versions; docs/architecture.md draws the layers.
 """
 
 from __future__ import annotations
 
-import pluggy
+from ssl_core.api.plugin import Plugin, PluginSettings, hookimpl
+from ssl_core.api.providers import DatasetProvider, ImageDataset, ModelProvider, ProviderSettings
+from ssl_core.engine.bn import frozen_bn_stats
+from ssl_core.engine.context import BatchContext
+from ssl_core.engine.run import Run
 
 __version__ = "0.1.0"
 
-#: Marker for hook implementations; the project name ties it to :mod:`ssl_core.hookspecs`.
-hookimpl = pluggy.HookimplMarker("sslrun")
-
-__all__ = ["__version__", "hookimpl"]
+__all__ = [
+    "BatchContext",
+    "DatasetProvider",
+    "ImageDataset",
+    "ModelProvider",
+    "Plugin",
+    "PluginSettings",
+    "ProviderSettings",
+    "Run",
+    "__version__",
+    "frozen_bn_stats",
+    "hookimpl",
+]

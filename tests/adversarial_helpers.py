@@ -9,11 +9,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ssl_core.context import BatchContext
-from ssl_core.plugin import Plugin
-from ssl_core.plugin_manager import Catalogue
-from ssl_core.run import Run, build_run
-from ssl_core.spec import validate_recipe
+from ssl_core.api.plugin import Plugin
+from ssl_core.engine.build import build_run
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.context import BatchContext
+from ssl_core.engine.run import Run
+from ssl_core.recipe.spec import validate_recipe
 
 from .conftest import tiny_recipe
 

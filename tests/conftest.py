@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from ssl_core.data import ImageDataset
-from ssl_core.plugin_manager import Catalogue
+from ssl_core.api.providers import ImageDataset
+from ssl_core.engine.catalogue import Catalogue
 
 # Tiny tensors run fastest on one thread; two threads on two shared cores thrash.
 torch.set_num_threads(1)

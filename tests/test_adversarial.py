@@ -1,4 +1,4 @@
-"""Tests for ssl_core.adversarial: VAT direction, FAT sign correction, bad samples."""
+"""Tests for ssl_core.math.adversarial: VAT direction, FAT sign correction, bad samples."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.functional import hessian
 
-from ssl_core.adversarial import (
+from ssl_core.math.adversarial import (
     bad_samples,
     hessian_vector_direction,
     keep_uncertain,

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 import torch
-from ssl_plugins.adversarial_batch import DIRECTION
-from ssl_plugins.bad_samples import BadSampleSettings, warmup_lambda
+from ssl_plugins.methods.adversarial_batch import DIRECTION
+from ssl_plugins.methods.bad_samples import BadSampleSettings, warmup_lambda
 from torch import nn
 
+from ssl_core.engine.loop import train
+from ssl_core.engine.reporter import Reporter
 from ssl_core.errors import RecipeError
-from ssl_core.loop import train
-from ssl_core.progress import Reporter
-from ssl_core.spec import validate_recipe
+from ssl_core.recipe.spec import validate_recipe
 
 from .adversarial_helpers import (
     CallLog,
@@ -55,8 +55,11 @@ def test_eq8_terms_and_alpha_filter_match_hand_computed_values(catalogue):
         terms = collect(run, batch)
 
     e = math.e
-    l_true = ((2 / 3) * math.log(3) - (e / (2 + e)) * math.log(e / (2 + e))
-              - (1 / (2 + e)) * math.log(1 / (2 + e))) / 2
+    l_true = (
+        (2 / 3) * math.log(3)
+        - (e / (2 + e)) * math.log(e / (2 + e))
+        - (1 / (2 + e)) * math.log(1 / (2 + e))
+    ) / 2
     not_fake = (math.log(1.5) - math.log((e + 1) / (e + 2))) / 2
     l_fake = math.log(2 + e**2)  # mean over the one kept bad sample
     assert float(terms["l_true"].detach()) == pytest.approx(0.5 * l_true, rel=1e-12)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
-from ssl_plugins.badgan import (
+from ssl_plugins.methods.badgan import (
     DENSITY_MODEL,
     GENERATED,
     BadGan,
@@ -20,26 +20,23 @@ from ssl_plugins.badgan import (
     discriminator_terms,
     feature_matching_loss,
 )
-from ssl_plugins.badgan_models import (
-    ConvGenerator,
-    MlpGenerator,
-    WeightNormLinear,
-    WnMlp,
-    build_generator,
-)
+from ssl_plugins.methods.badgan_generators import ConvGenerator, MlpGenerator, build_generator
+from ssl_plugins.models.badgan_discriminator import WeightNormLinear, WnMlp
 
 from ssl_core import hookimpl
-from ssl_core.bn import frozen_bn_stats
-from ssl_core.cli import main
-from ssl_core.context import BatchContext
-from ssl_core.data import ImageDataset, split_dataset
+from ssl_core.api.plugin import Plugin
+from ssl_core.api.providers import ImageDataset
+from ssl_core.cli.app import main
+from ssl_core.engine.bn import frozen_bn_stats
+from ssl_core.engine.build import build_run
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.context import BatchContext
+from ssl_core.engine.data import split_dataset
+from ssl_core.engine.loop import train
+from ssl_core.engine.run import Run
 from ssl_core.errors import TrainingError
-from ssl_core.kplus1 import fake_loss
-from ssl_core.loop import train
-from ssl_core.plugin import Plugin
-from ssl_core.plugin_manager import Catalogue
-from ssl_core.run import Run, build_run
-from ssl_core.spec import load_recipe, validate_recipe
+from ssl_core.math.kplus1 import fake_loss
+from ssl_core.recipe.spec import load_recipe, validate_recipe
 
 from .conftest import RECIPES
 

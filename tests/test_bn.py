@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssl_core.bn import frozen_bn_stats, reestimated_copy
-from ssl_core.noise import GaussianNoise
+from ssl_core.engine.bn import frozen_bn_stats, reestimated_copy
+from ssl_core.engine.noise import GaussianNoise
 
 
 def bn_state(model: nn.Module) -> list[torch.Tensor]:

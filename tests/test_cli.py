@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ssl_core.cli import main
-from ssl_core.spec import dump_toml
+from ssl_core.cli.app import main
+from ssl_core.recipe.spec import dump_toml
 
 from .conftest import RECIPES, tiny_recipe
 
@@ -132,7 +132,7 @@ def test_console_script_runs_in_a_subprocess(tmp_path):
         [
             sys.executable,
             "-c",
-            "from ssl_core.cli import main; main()",
+            "from ssl_core.cli.app import main; main()",
             str(recipe),
             "--out",
             str(tmp_path / "sub"),

@@ -13,9 +13,9 @@ import math
 import pytest
 import torch
 
-from ssl_core.loop import train
-from ssl_core.run import build_run
-from ssl_core.spec import validate_recipe
+from ssl_core.engine.build import build_run
+from ssl_core.engine.loop import train
+from ssl_core.recipe.spec import validate_recipe
 
 from .conftest import tiny_recipe
 from .test_step_syncs import METHODS
@@ -49,10 +49,10 @@ def test_training_on_cuda_gives_finite_metrics(catalogue, method, precision):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("method", list(METHODS))
 def test_a_cuda_step_never_synchronises(catalogue, method, precision, monkeypatch):
-    from ssl_core import loop
+    from ssl_core.engine import loop, step
 
     run = cuda_run(catalogue, method, precision, epochs=1, iterations_per_epoch=6, check_every=100)
-    original = loop.train_step
+    original = step.train_step
 
     def strict_step(run, batch, *args):
         if batch.global_step < 2:  # warm-up steps may allocate and initialise

@@ -7,9 +7,14 @@ import shutil
 
 import pytest
 import torch
-from ssl_plugins.datasets import Mnist, MnistSettings
+from ssl_plugins.datasets.builtin import Mnist, MnistSettings
 
-from ssl_core.data import SHIPPED_DATA_DIR, EpochlessSampler, resolve_data_root, split_dataset
+from ssl_core.engine.data import (
+    SHIPPED_DATA_DIR,
+    EpochlessSampler,
+    resolve_data_root,
+    split_dataset,
+)
 from ssl_core.errors import DataError
 
 from .conftest import tiny_dataset

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ssl_plugins.datasets_idx import (
+from ssl_plugins.datasets.idx import load_idx
+from ssl_plugins.datasets.idx_sets import (
     MNIST_STEMS,
     DownloadSettings,
     EmnistDigits,
     FashionMnist,
     Kmnist,
 )
-from ssl_plugins.idx import load_idx
 
 from ssl_core.errors import DataError
 

@@ -2,7 +2,7 @@
 
 Two spawned processes get the environment torchrun gives its workers (RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and call what ``sslrun RECIPE``
-calls, :func:`ssl_core.session.run_recipe`. In one start-up they
+calls, :func:`ssl_core.cli.session.run_recipe`. In one start-up they
 
 1. train with per-process batches half the size of a single-process run's: the loss
    trajectory and the final weights match the single process's within float32
@@ -29,12 +29,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from ssl_core.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from ssl_core.distributed import World
+from ssl_core.cli.session import run_recipe
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ssl_core.engine.distributed import World
 from ssl_core.errors import RecipeError, TrainingInterrupted
-from ssl_core.plugin_manager import Catalogue
-from ssl_core.session import run_recipe
-from ssl_core.spec import dump_toml
+from ssl_core.recipe.spec import dump_toml
 
 from .conftest import tiny_recipe
 from .test_resume import SendSignal, assert_identical, final_states, losses, plugin_module

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ssl_core.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from ssl_core.session import evaluate_run, run_recipe
-from ssl_core.spec import dump_toml
+from ssl_core.cli.session import evaluate_run, run_recipe
+from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ssl_core.recipe.spec import dump_toml
 
 from .conftest import tiny_recipe
 

@@ -41,7 +41,7 @@ def installed(tmp_path_factory) -> dict[str, str]:
 
 def sslrun(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from ssl_core.cli import main; main()", *args],
+        [sys.executable, "-c", "from ssl_core.cli.app import main; main()", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -56,7 +56,7 @@ def test_installed_plugin_is_listed(installed):
 
 
 def test_installed_plugin_trains_through_its_entry_point(installed, tmp_path):
-    from ssl_core.spec import dump_toml
+    from ssl_core.recipe.spec import dump_toml
 
     recipe = tmp_path / "r.toml"
     plugins = {"supervised": {}, "pseudo_label": {"threshold": 0.5}}
@@ -71,7 +71,7 @@ def test_installed_plugin_trains_through_its_entry_point(installed, tmp_path):
 def test_escape_variable_hides_the_plugin(installed, tmp_path):
     env = {**installed, "SSLRUN_NO_THIRD_PARTY_PLUGINS": "1"}
     assert "pseudo_label" not in sslrun(env, "plugins").stdout
-    from ssl_core.spec import dump_toml
+    from ssl_core.recipe.spec import dump_toml
 
     recipe = tmp_path / "r.toml"
     recipe.write_text(dump_toml(tiny_recipe(plugins={"supervised": {}, "pseudo_label": {}})))
@@ -80,7 +80,7 @@ def test_escape_variable_hides_the_plugin(installed, tmp_path):
 
 
 def test_plugin_settings_are_validated_by_the_plugin(installed, tmp_path):
-    from ssl_core.spec import dump_toml
+    from ssl_core.recipe.spec import dump_toml
 
     recipe = tmp_path / "r.toml"
     recipe.write_text(dump_toml(tiny_recipe(plugins={"pseudo_label": {"threshold": 2}})))

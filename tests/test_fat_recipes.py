@@ -10,12 +10,12 @@ import matplotlib.image
 import pytest
 import torch
 
-from ssl_core.cli import main
-from ssl_core.data import SplitData
-from ssl_core.loop import train
-from ssl_core.progress import Reporter
-from ssl_core.run import build_run
-from ssl_core.spec import load_recipe
+from ssl_core.cli.app import main
+from ssl_core.engine.build import build_run
+from ssl_core.engine.data import SplitData
+from ssl_core.engine.loop import train
+from ssl_core.engine.reporter import Reporter
+from ssl_core.recipe.spec import load_recipe
 
 from .conftest import RECIPES
 

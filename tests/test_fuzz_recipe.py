@@ -10,9 +10,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ssl_core.engine.catalogue import Catalogue
 from ssl_core.errors import RecipeError
-from ssl_core.plugin_manager import Catalogue
-from ssl_core.spec import ResolvedRecipe, dump_toml, load_recipe, validate_recipe
+from ssl_core.recipe.spec import ResolvedRecipe, dump_toml, load_recipe, validate_recipe
 
 from .conftest import tiny_recipe
 

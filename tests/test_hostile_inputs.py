@@ -1,6 +1,6 @@
 """Hostile inputs: each is refused with one line, the right exit code, and nothing lost.
 
-Every case goes through ``ssl_core.cli.main`` (a few through a subprocess) and checks
+Every case goes through ``ssl_core.cli.app.main`` (a few through a subprocess) and checks
 that stderr holds exactly one line starting with ``error:``, no traceback, exit code 2
 for bad input and 1 for a failure during training, and that files already written stay.
 """
@@ -20,14 +20,16 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ssl_core import cli, hookimpl
-from ssl_core.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from ssl_core.context import BatchContext
+from ssl_core import hookimpl
+from ssl_core.api.plugin import Plugin, PluginSettings
+from ssl_core.cli import app as cli
+from ssl_core.engine.build import build_run
+from ssl_core.engine.catalogue import NO_THIRD_PARTY_ENV, Catalogue
+from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ssl_core.engine.context import BatchContext
+from ssl_core.engine.run import Run
 from ssl_core.errors import RecipeError
-from ssl_core.plugin import Plugin, PluginSettings
-from ssl_core.plugin_manager import NO_THIRD_PARTY_ENV, Catalogue
-from ssl_core.run import Run, build_run
-from ssl_core.spec import dump_toml, validate_recipe
+from ssl_core.recipe.spec import dump_toml, validate_recipe
 
 from .conftest import REPO, tiny_recipe
 from .test_resume import plugin_module
@@ -41,7 +43,7 @@ TRAIN = {"epochs": 2, "iterations_per_epoch": 3, "threads": 1}
 class FaultSettings(PluginSettings):
     from_step: int = Field(0, description="first global step that misbehaves")
     steps: list[int] = Field(default_factory=list, description="only these steps (if given)")
-    value: float = float("nan")
+    value: float = Field(float("nan"), allow_inf_nan=True, description="the term's factor")
 
 
 class NanLoss(Plugin):
@@ -282,7 +284,7 @@ def test_skip_mode_skips_and_counts_non_finite_batches(sslrun, tmp_path, value):
 
 
 def test_a_skipped_batch_changes_neither_weights_nor_batch_norm_statistics(catalogue, tmp_path):
-    from ssl_core.loop import train
+    from ssl_core.engine.loop import train
 
     plugins = {"supervised": {}, "nan_loss": {"from_step": 0}}
     model = {"name": "mlp", "hidden": [8], "batch_norm": True}
@@ -316,7 +318,7 @@ def fake_distribution(site: Path) -> None:
     )
     (site / "fine_extras_plugin.py").write_text(
         "from ssl_core import hookimpl\n"
-        "from ssl_core.plugin import Plugin\n\n"
+        "from ssl_core.api.plugin import Plugin\n\n"
         "class Fine(Plugin):\n    name = 'fine_extra'\n\n"
         "@hookimpl\ndef sslrun_register_plugins(register):\n    register(Fine)\n"
     )
@@ -379,7 +381,7 @@ def test_training_works_beside_a_broken_plugin_package_in_a_subprocess(tmp_path)
     fake_distribution(site)
     path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
     recipe = write_recipe(tmp_path, train={"epochs": 1, "iterations_per_epoch": 2})
-    command = [sys.executable, "-c", "from ssl_core.cli import main; main()"]
+    command = [sys.executable, "-c", "from ssl_core.cli.app import main; main()"]
 
     result = subprocess.run(
         [*command, str(recipe), "--out", str(tmp_path / "run"), "--quiet"],

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from ssl_core.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from ssl_core.cli import main
-from ssl_core.spec import dump_toml
+from ssl_core.cli.app import main
+from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ssl_core.recipe.spec import dump_toml
 
 from .conftest import tiny_recipe
 from .test_resume import assert_identical, final_states, losses
@@ -55,7 +55,7 @@ class Interrupted:
     stderr: str = ""
 
     def start(self) -> None:
-        command = [sys.executable, "-c", "from ssl_core.cli import main; main()"]
+        command = [sys.executable, "-c", "from ssl_core.cli.app import main; main()"]
         self.process = subprocess.Popen(
             [*command, str(self.recipe), "--out", str(self.out), "--quiet"],
             stdout=subprocess.DEVNULL,

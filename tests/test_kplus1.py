@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ssl_core.kplus1 import (
+from ssl_core.math.kplus1 import (
     conditional_entropy,
     fake_loss,
     log_prob_fake,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ssl_plugins.models import (
+from ssl_plugins.models.paper import (
     Cnn13Provider,
     CnnSettings,
     MlpProvider,
@@ -14,7 +14,7 @@ from ssl_plugins.models import (
 )
 from torch import nn
 
-from ssl_core.noise import GaussianNoise, noise_free
+from ssl_core.engine.noise import GaussianNoise, noise_free
 
 
 def test_mnist_mlp_is_the_papers_architecture():

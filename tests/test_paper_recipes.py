@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ssl_core.spec import flatten, load_recipe
+from ssl_core.recipe.spec import flatten, load_recipe
 
 from .conftest import RECIPES
 

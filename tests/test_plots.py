@@ -9,7 +9,7 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from ssl_core.plots import (
+from ssl_core.experiments.plots import (
     TargetBar,
     plot_accuracy,
     plot_epochs_to_target,
@@ -73,8 +73,14 @@ def test_decision_scatter_queries_the_model_on_a_mesh_and_writes_a_png(tmp_path)
 
     x = torch.randn(50, 2, requires_grad=True)
     path = save_decision_scatter(
-        model_fn, x, (x[:, 0] < 0).long(), x[:4], torch.tensor([0, 1, 0, 1]),
-        {"bad samples": torch.randn(5, 2)}, tmp_path / "scatter.png", resolution=40,
+        model_fn,
+        x,
+        (x[:, 0] < 0).long(),
+        x[:4],
+        torch.tensor([0, 1, 0, 1]),
+        {"bad samples": torch.randn(5, 2)},
+        tmp_path / "scatter.png",
+        resolution=40,
     )
     assert_png(path)
     [mesh] = seen
@@ -88,7 +94,7 @@ def test_no_kept_bad_sample_draws_no_grid_and_does_not_fail(tmp_path):
     from types import SimpleNamespace
 
     import torch
-    from ssl_plugins.visuals import save_bad_sample_figure
+    from ssl_plugins.methods.visuals import save_bad_sample_figure
 
     run = SimpleNamespace(data=SimpleNamespace(input_shape=(1, 28, 28)))
     assert save_bad_sample_figure(run, torch.empty(0, 1, 28, 28), tmp_path) is None

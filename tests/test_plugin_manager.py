@@ -1,4 +1,4 @@
-"""Discovery, deterministic order, and one test per hook of ssl_core.hookspecs."""
+"""Discovery, deterministic order, and one test per hook of ssl_core.engine.hookspecs."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
-from ssl_core import hookimpl, hookspecs
+from ssl_core import hookimpl
+from ssl_core.api.plugin import Plugin
+from ssl_core.engine import hookspecs
+from ssl_core.engine.active import order_plugins
+from ssl_core.engine.build import build_run
+from ssl_core.engine.catalogue import NO_THIRD_PARTY_ENV, Catalogue
+from ssl_core.engine.loop import train
 from ssl_core.errors import TrainingError
-from ssl_core.loop import train
-from ssl_core.plugin import Plugin
-from ssl_core.plugin_manager import NO_THIRD_PARTY_ENV, Catalogue, order_plugins
-from ssl_core.run import build_run
-from ssl_core.spec import validate_recipe
+from ssl_core.recipe.spec import validate_recipe
 
 from .conftest import tiny_recipe
 
@@ -169,7 +171,7 @@ def test_hook_results_reach_the_metrics(recorder_catalogue):
 
 
 def test_epoch_end_metrics_and_batch_stats_are_logged(recorder_catalogue, tmp_path):
-    from ssl_core.outputs import MetricsLog
+    from ssl_core.engine.outputs import MetricsLog
 
     resolved = validate_recipe(
         tiny_recipe(plugins={"supervised": {}, "recorder": {}}), recorder_catalogue, "t.toml"

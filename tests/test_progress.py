@@ -8,7 +8,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from ssl_core.progress import RichReporter, SmoothedRate
+from ssl_core.cli.progress import RichReporter, SmoothedRate
 
 
 def test_smoothed_rate_moves_a_tenth_of_the_way_to_each_new_reading():

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ssl_core.cli import main
+from ssl_core.cli.app import main
 from ssl_core.errors import RecipeError
-from ssl_core.report import (
+from ssl_core.experiments.report import (
     Group,
     RunRecord,
     csv_table,
@@ -25,7 +25,7 @@ from ssl_core.report import (
     natural_key,
     summarize_group,
 )
-from ssl_core.spec import dump_toml
+from ssl_core.recipe.spec import dump_toml
 
 
 def make_run(
@@ -43,14 +43,21 @@ def make_run(
     recipe = {"name": "toy", "seed": seed, "train": {"threads": threads}, "optim": {"lr": lr}}
     recipe.update(extra or {})
     (folder / "recipe.toml").write_text(dump_toml(recipe))
-    lines = [json.dumps({"epoch": e, "test_acc": a, "seconds": seconds, "lr": lr, "ce": 0.1})
-             for e, a in enumerate(accs)]
+    lines = [
+        json.dumps({"epoch": e, "test_acc": a, "seconds": seconds, "lr": lr, "ce": 0.1})
+        for e, a in enumerate(accs)
+    ]
     (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     if status is not None:
         best = max(range(len(accs)), key=accs.__getitem__)
         summary = {
-            "name": "toy", "status": status, "epochs": len(accs), "final_test_acc": accs[-1],
-            "best_test_acc": accs[best], "best_epoch": best + 1, "seconds_per_epoch": seconds,
+            "name": "toy",
+            "status": status,
+            "epochs": len(accs),
+            "final_test_acc": accs[-1],
+            "best_test_acc": accs[best],
+            "best_epoch": best + 1,
+            "seconds_per_epoch": seconds,
             "wall_seconds": seconds * len(accs),
         }
         (folder / "summary.json").write_text(json.dumps(summary))
@@ -94,8 +101,9 @@ def test_group_row_aggregates_finished_runs_against_hand_computed_values(tmp_pat
     assert row.final_test_acc.mean == pytest.approx((0.96 + 0.92 + 0.94) / 3)
     assert row.final_test_acc.std == pytest.approx(0.02)
     assert row.best_test_acc.mean == pytest.approx((0.96 + 0.92 + 0.96) / 3)
-    assert row.best_test_acc.std == pytest.approx(math.sqrt((2 * (0.04 / 3) ** 2
-                                                             + (0.08 / 3) ** 2) / 2))
+    assert row.best_test_acc.std == pytest.approx(
+        math.sqrt((2 * (0.04 / 3) ** 2 + (0.08 / 3) ** 2) / 2)
+    )
     assert row.seconds_per_epoch.mean == pytest.approx(3.0)
     assert row.seconds_per_epoch.std == pytest.approx(1.0)
     # seed 1 reaches 95% at epoch 3, seed 3 at epoch 2, seed 2 never
@@ -130,8 +138,12 @@ def test_runs_are_grouped_when_recipes_differ_only_by_seed_or_threads(tmp_path):
 
 
 def test_labels_name_differing_keys_and_disabled_plugins():
-    base = {"name": "fat", "plugins.vat.enabled": True, "plugins.vat.eps": 1.5,
-            "plugins.bad_samples.enabled": True}
+    base = {
+        "name": "fat",
+        "plugins.vat.enabled": True,
+        "plugins.vat.eps": 1.5,
+        "plugins.bad_samples.enabled": True,
+    }
     no_vat = {**base, "plugins.vat.enabled": False}
     no_bad = {**base, "plugins.bad_samples.enabled": False}
     eps2 = {**base, "plugins.vat.eps": 2.0}
@@ -140,9 +152,11 @@ def test_labels_name_differing_keys_and_disabled_plugins():
     assert label_groups([eps2, no_vat]) == ["vat.eps=2.0", "no vat, vat.eps=1.5"]
     other = {"name": "vat", "plugins.vat.enabled": True}
     assert label_groups([base, other]) == ["fat", "vat"]
-    assert label_groups([{"name": "x", "model.hidden": [100, 100]},
-                         {"name": "x", "model.hidden": [200]}]) == [
-        "model.hidden=[100,100]", "model.hidden=[200]",
+    assert label_groups(
+        [{"name": "x", "model.hidden": [100, 100]}, {"name": "x", "model.hidden": [200]}]
+    ) == [
+        "model.hidden=[100,100]",
+        "model.hidden=[200]",
     ]
 
 
@@ -185,8 +199,14 @@ def test_csv_table_holds_raw_fractions(tmp_path):
 
 
 def test_failed_runs_show_in_the_status_column(tmp_path):
-    group = Group("x", [RunRecord(tmp_path, 1, "failed", detail="exit 1: error: boom"),
-                        RunRecord(tmp_path, 2, "failed"), RunRecord(tmp_path, 3, "unfinished")])
+    group = Group(
+        "x",
+        [
+            RunRecord(tmp_path, 1, "failed", detail="exit 1: error: boom"),
+            RunRecord(tmp_path, 2, "failed"),
+            RunRecord(tmp_path, 3, "unfinished"),
+        ],
+    )
     row = summarize_group(group, target=0.9)
     assert row.status == "2 failed, 1 unfinished" and row.final_test_acc is None
     assert "| x | 0/3 | - | - | - | 0/0 | - | 2 failed, 1 unfinished |" in markdown_table(

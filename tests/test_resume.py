@@ -18,14 +18,14 @@ import pytest
 import torch
 
 from ssl_core import hookimpl
-from ssl_core.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from ssl_core.context import BatchContext
+from ssl_core.api.plugin import Plugin, PluginSettings
+from ssl_core.cli.session import run_recipe
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ssl_core.engine.context import BatchContext
+from ssl_core.engine.run import Run
 from ssl_core.errors import TrainingError, TrainingInterrupted
-from ssl_core.plugin import Plugin, PluginSettings
-from ssl_core.plugin_manager import Catalogue
-from ssl_core.run import Run
-from ssl_core.session import run_recipe
-from ssl_core.spec import dump_toml
+from ssl_core.recipe.spec import dump_toml
 
 from .conftest import tiny_recipe
 

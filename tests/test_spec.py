@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import Field
 
+from ssl_core.api.plugin import PluginSettings
 from ssl_core.errors import RecipeError
-from ssl_core.spec import apply_override, dump_toml, load_recipe, parse_literal, validate_recipe
+from ssl_core.recipe.spec import (
+    apply_override,
+    dump_toml,
+    load_recipe,
+    parse_literal,
+    validate_recipe,
+)
 
 from .conftest import RECIPES, tiny_recipe
 
@@ -155,3 +164,32 @@ def test_apply_override_creates_tables():
     raw: dict = {}
     apply_override(raw, "plugins.vat.eps=2", where="w")
     assert raw == {"plugins": {"vat": {"eps": 2}}}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("plugins.vat.eps=inf", "plugins.vat.eps: Input should be a finite number (got inf)"),
+        ("plugins.supervised.weight=nan", "plugins.supervised.weight: Input should be a finite"),
+        ('train.epochs="3"', "train.epochs: Input should be a valid integer (got '3')"),
+        ("train.epochs=true", "train.epochs: Input should be a valid integer (got True)"),
+        ("plugins.vat.enabled=1", "plugins.vat.enabled: Input should be a valid boolean"),
+        ("model.hidden=[16.0]", "model.hidden.0: Input should be a valid integer"),
+    ],
+)
+def test_settings_are_strict_and_finite(catalogue, override, message):
+    recipe = {"plugins": {"supervised": {}, "vat": {}}, "data": {"name": "moons"}}
+    raw = json.loads(json.dumps(recipe))
+    apply_override(raw, override, where="--set")
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw, catalogue, source="t.toml")
+    assert message in str(info.value)
+
+
+def test_an_integer_is_a_float_and_a_field_may_allow_infinity():
+    class Settings(PluginSettings):
+        scale: float = 1.0
+        limit: float = Field(1.0, allow_inf_nan=True)
+
+    assert Settings(scale=3).scale == 3.0
+    assert Settings(limit=float("inf")).limit == float("inf")

@@ -18,14 +18,15 @@ import torch
 from torch import Tensor
 
 from ssl_core import hookimpl
-from ssl_core.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from ssl_core.context import BatchContext
+from ssl_core.api.plugin import Plugin, PluginSettings
+from ssl_core.engine.build import build_run
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ssl_core.engine.context import BatchContext
+from ssl_core.engine.loop import train
+from ssl_core.engine.run import Run
 from ssl_core.errors import TrainingError
-from ssl_core.loop import train
-from ssl_core.plugin import Plugin, PluginSettings
-from ssl_core.plugin_manager import Catalogue
-from ssl_core.run import Run, build_run
-from ssl_core.spec import validate_recipe
+from ssl_core.recipe.spec import validate_recipe
 
 from .conftest import tiny_recipe
 from .test_resume import plugin_module

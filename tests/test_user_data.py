@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from ssl_plugins.datasets_files import (
+from ssl_plugins.datasets.files import (
     ArrayFileSettings,
     ImageFolderSet,
     ImageFolderSettings,
@@ -18,8 +18,8 @@ from ssl_plugins.datasets_files import (
     PtFile,
 )
 
-from ssl_core.cli import main
-from ssl_core.data import split_dataset
+from ssl_core.cli.app import main
+from ssl_core.engine.data import split_dataset
 from ssl_core.errors import DataError
 
 from .conftest import RECIPES, REPO

@@ -6,14 +6,14 @@ import math
 
 import pytest
 import torch
-from ssl_plugins.adversarial_batch import CLEAN_LOGITS, DIRECTION
+from ssl_plugins.methods.adversarial_batch import CLEAN_LOGITS, DIRECTION
 
-from ssl_core.adversarial import kl_divergence_from_logits
-from ssl_core.bn import frozen_bn_stats
+from ssl_core.engine.bn import frozen_bn_stats
+from ssl_core.engine.build import build_run, load_data
+from ssl_core.engine.loop import train
 from ssl_core.errors import RecipeError
-from ssl_core.loop import train
-from ssl_core.run import build_run, load_data
-from ssl_core.spec import load_recipe, validate_recipe
+from ssl_core.math.adversarial import kl_divergence_from_logits
+from ssl_core.recipe.spec import load_recipe, validate_recipe
 
 from .adversarial_helpers import (
     CallLog,

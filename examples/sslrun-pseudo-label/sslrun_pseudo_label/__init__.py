@@ -12,11 +12,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ssl_core import hookimpl
-from ssl_core.bn import frozen_bn_stats
-from ssl_core.context import BatchContext
-from ssl_core.plugin import Plugin, PluginSettings
-from ssl_core.run import Run
+from ssl_core import BatchContext, Plugin, PluginSettings, Run, frozen_bn_stats, hookimpl
 
 
 class PseudoLabelSettings(PluginSettings):

@@ -1,0 +1,1 @@
+"""Recipe plugins: the methods (loss terms and generators)."""

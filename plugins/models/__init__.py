@@ -1,0 +1,1 @@
+"""Classifier plugins: the paper's networks and Bad GAN's discriminator."""

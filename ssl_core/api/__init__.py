@@ -1,0 +1,1 @@
+"""The plugin-facing types: the hook marker, the plugin base class, dataset and model providers."""

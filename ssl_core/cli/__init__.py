@@ -1,0 +1,1 @@
+"""The sslrun command line and its in-process entry points."""

@@ -1,0 +1,226 @@
+"""``sslrun sweep`` and ``sslrun report``: grids of runs and their mean ± std tables.
+
+Attached to the ``sslrun`` application by :func:`register`; the work is done by
+:mod:`ssl_core.experiments.sweep` (planning, running) and
+:mod:`ssl_core.experiments.report` (tables, plots).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from ssl_core.engine.outputs import SUMMARY_NAME
+from ssl_core.errors import RecipeError, SslrunError, TrainingError
+from ssl_core.experiments.folders import Plan, PlannedRun
+from ssl_core.experiments.grid import spec_from_command_line
+from ssl_core.experiments.launch import INTERRUPTED_EXIT, Outcome, SweepWatcher
+from ssl_core.experiments.report import (
+    Row,
+    find_run_folders,
+    group_folders,
+    summarize_group,
+    table_cells,
+    table_columns,
+    write_report,
+)
+from ssl_core.experiments.sweep import run_sweep
+
+console = Console()
+err_console = Console(stderr=True)
+
+TargetOption = Annotated[
+    float | None,
+    typer.Option(help="also report the epochs to reach this test accuracy (a fraction: 0.98)"),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``sweep`` and ``report`` commands to the ``sslrun`` application."""
+    app.command()(sweep)
+    app.command()(report)
+
+
+def sweep(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="recipe TOML file(s), or one sweep file", show_default=False),
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="key=VALUE fixes a key; key=V1,V2,... sweeps it (repeatable)"),
+    ] = None,
+    disable: Annotated[
+        list[str] | None, typer.Option(help="switch off the named plugin in every run")
+    ] = None,
+    disable_each: Annotated[
+        list[str] | None,
+        typer.Option(help="a,b: all enabled, then one setting with each of a, b switched off"),
+    ] = None,
+    seeds: Annotated[str | None, typer.Option(help="seeds: 1-5, 1,3,7 or 1-3,9")] = None,
+    jobs: Annotated[int | None, typer.Option(help="runs at a time (default 1)")] = None,
+    target: TargetOption = None,
+    name: Annotated[
+        str | None, typer.Option(help="sweep folder name (default: the recipe file's name)")
+    ] = None,
+    order: Annotated[
+        str | None,
+        typer.Option(help="launch order: 'setting' (default) or 'seed' (first seeds first)"),
+    ] = None,
+    root: Annotated[Path, typer.Option(help="where sweep folders go")] = Path("sweeps"),
+    data_dir: Annotated[str | None, typer.Option(help="data folder")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress display")] = False,
+) -> None:
+    """Train a grid of settings × seeds (skipping finished runs) and tabulate mean ± std."""
+    spec = spec_from_command_line(
+        paths, set_ or [], disable or [], disable_each or [], seeds, jobs, target, name, order
+    )
+    watcher = SweepWatcher() if quiet else RichSweepWatcher()
+    with interrupt_on_sigterm():
+        try:
+            result = run_sweep(spec, root, data_dir=data_dir, watcher=watcher)
+        except KeyboardInterrupt:
+            raise SweepInterrupted(
+                "sweep interrupted; the runs in progress stopped after a checkpoint;"
+                " run the same sweep again to resume"
+            ) from None
+    print_table(result.rows, spec.target, f"sweep {result.plan.folder.name}")
+    for path in result.written:
+        err_console.print(f"wrote {path}", highlight=False, markup=False)
+    if result.failed:
+        first = result.failed[0]
+        raise TrainingError(
+            f"{len(result.failed)} of {len(result.outcomes)} runs failed; first: {first.run.folder}"
+            f" ({first.message}; log {first.run.log})"
+        )
+
+
+class SweepInterrupted(SslrunError):
+    """Ctrl-C or SIGTERM stopped a sweep (exit 130, like an interrupted run)."""
+
+    exit_code = INTERRUPTED_EXIT
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops a sweep as Ctrl-C does (its children get SIGTERM and checkpoint)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def report(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="run folders, or folders holding them (a sweep)", show_default=False),
+    ],
+    target: TargetOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="where to write table.md, table.csv and plots (default: the folder"
+            " given, or the folders' common parent)"
+        ),
+    ] = None,
+) -> None:
+    """Tabulate run folders, grouping runs whose recipes differ only by seed."""
+    if target is not None and not 0 < target <= 1:
+        raise RecipeError(f"--target {target}: give a fraction in (0, 1], e.g. 0.98")
+    groups = group_folders(find_run_folders(run_dirs))
+    rows = [summarize_group(group, target) for group in groups]
+    if out is None:
+        out = Path(os.path.commonpath([path.resolve() for path in run_dirs]))
+    print_table(rows, target, "sslrun report")
+    for path in write_report(groups, rows, out, target):
+        err_console.print(f"wrote {path}", highlight=False, markup=False)
+
+
+def print_table(rows: list[Row], target: float | None, title: str) -> None:
+    table = Table(title=title)
+    for index, column in enumerate(table_columns(target)):
+        left = index == 0 or column == "status"
+        table.add_column(column, justify="left" if left else "right", overflow="fold")
+    for row in rows:
+        cells = [escape(cell) for cell in table_cells(row, target)]
+        table.add_row(*cells, style=None if row.status == "ok" else "yellow")
+    console.print(table)
+
+
+class RichSweepWatcher(SweepWatcher):
+    """A bar over the runs to do, and one line per run as it ends."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self.labels: dict[Path, str] = {}
+
+    def start(self, plan: Plan, pending: list[PlannedRun]) -> None:
+        self.labels = {
+            run.folder: f"{plan.labels[run.setting]}, seed {run.seed}" for run in plan.runs
+        }
+        skipped = len(plan.runs) - len(pending)
+        err_console.print(
+            f"sweep {plan.folder}: {len(plan.settings)} settings, {len(plan.runs)} runs"
+            f" ({skipped} already finished, {len(pending)} to run, {plan.spec.jobs} at a time)",
+            highlight=False,
+            markup=False,
+        )
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]runs"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("runs", total=len(pending))
+
+    def done(self, outcome: Outcome) -> None:
+        assert self.progress is not None and self.task is not None
+        label = escape(self.labels[outcome.run.folder])
+        if outcome.ok:
+            summary = json.loads((outcome.run.folder / SUMMARY_NAME).read_text())
+            text = (
+                f"[green]done[/] {label}: test acc {100 * summary['final_test_acc']:.2f}%"
+                f" ({outcome.seconds:.1f} s)"
+            )
+        else:
+            detail = escape(f"{outcome.message} (log {outcome.run.log})")
+            text = f"[red]failed[/] {label}: {detail}"
+        self.progress.console.print(text, highlight=False)
+        self.progress.advance(self.task)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

@@ -1,0 +1,87 @@
+"""From a resolved recipe to a :class:`~ssl_core.engine.run.Run`: seeds, data, model, plugins."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssl_core.engine.active import ActivePlugins
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.data import SplitData, resolve_data_root, split_dataset
+from ssl_core.engine.distributed import World
+from ssl_core.engine.run import Run
+from ssl_core.errors import RecipeError
+from ssl_core.recipe.spec import ResolvedRecipe
+
+#: Rank r > 0 of a torchrun job draws from seed + r * RANK_SEED_STRIDE after building the model.
+RANK_SEED_STRIDE = 100_003
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("train.device: 'cuda' requested but no CUDA device is available")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def load_data(resolved: ResolvedRecipe, catalogue: Catalogue, data_dir: str | None) -> SplitData:
+    spec = resolved.recipe.data
+    provider = catalogue.datasets[spec.name]()
+    root = resolve_data_root(data_dir, spec.root)
+    dataset = provider.load(resolved.data_settings, root)
+    return split_dataset(dataset, spec.labels, spec.validation, resolved.recipe.seed)
+
+
+def build_classifier(resolved: ResolvedRecipe, catalogue: Catalogue, data: SplitData) -> nn.Module:
+    """The recipe's model for the data; a model that cannot take the data is a recipe error."""
+    name = resolved.recipe.model.name
+    provider = catalogue.models[name]()
+    try:
+        return provider.build(resolved.model_settings, data.input_shape, data.num_classes)
+    except ValueError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise RecipeError(
+            f"{resolved.source}: model.name: model '{name}' cannot take the data's inputs of"
+            f" shape {data.input_shape} with {data.num_classes} classes ({reason})"
+        ) from None
+
+
+def build_run(
+    resolved: ResolvedRecipe,
+    catalogue: Catalogue,
+    out_dir: Path | None = None,
+    data_dir: str | None = None,
+    world: World | None = None,
+    data: SplitData | None = None,
+) -> Run:
+    """Seed, load data, build the model and instantiate the enabled plugins, in order."""
+    recipe = resolved.recipe
+    world = world or World.single()
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    seed_everything(recipe.seed)
+    device = world.device or pick_device(recipe.train.device)
+    if data is None:
+        data = load_data(resolved, catalogue, data_dir)
+    classifier = build_classifier(resolved, catalogue, data).to(device)
+    if world.rank > 0:
+        # Same initial weights on every rank (DDP also broadcasts rank 0's), but each rank
+        # draws its own random numbers from here on (dropout, VAT's random start).
+        seed_everything(recipe.seed + RANK_SEED_STRIDE * world.rank)
+    instances = [
+        catalogue.plugins[name](resolved.plugin_settings[name]) for name in resolved.enabled_plugins
+    ]
+    active = ActivePlugins(catalogue.pm, instances)
+    data = data.to(device)
+    return Run(resolved, data, classifier, device, out_dir, world, active)

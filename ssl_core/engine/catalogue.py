@@ -1,0 +1,134 @@
+"""Discovery of installed plugin modules and the catalogue of what they register.
+
+Built-in plugins are entry points of the ``sslrun`` distribution itself, found and
+registered exactly like third-party ones. ``SSLRUN_NO_THIRD_PARTY_PLUGINS=1`` loads
+only the built-ins, so a broken third-party package can never lock users out; a
+third-party entry point that fails to import is reported and skipped, the rest load.
+The enabled plugins of one run are :class:`ssl_core.engine.active.ActivePlugins`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+
+import pluggy
+
+from ssl_core.api.plugin import Plugin
+from ssl_core.api.providers import DatasetProvider, ModelProvider, Registry
+from ssl_core.engine import hookspecs
+from ssl_core.engine.active import TRACE_ENV, truthy
+
+ENTRY_POINT_GROUP = "sslrun.plugins"
+BUILTIN_DISTRIBUTION = "sslrun"
+NO_THIRD_PARTY_ENV = "SSLRUN_NO_THIRD_PARTY_PLUGINS"
+TRAINING_HOOKS = frozenset(
+    {
+        "sslrun_setup",
+        "sslrun_epoch_start",
+        "sslrun_pre_batch",
+        "sslrun_collect_losses",
+        "sslrun_after_step",
+        "sslrun_epoch_end",
+        "sslrun_run_end",
+    }
+)
+
+
+@dataclass
+class PluginModule:
+    """One installed entry point: where it comes from and what it registered."""
+
+    entry_point: str
+    distribution: str
+    version: str
+    module: ModuleType | None = None
+    error: str | None = None
+    hooks: list[str] = field(default_factory=list)
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("sslrun")
+    pm.add_hookspecs(hookspecs)
+    if truthy(os.environ.get(TRACE_ENV)):
+        pm.trace.root.setwriter(lambda message: sys.stderr.write(message))
+        pm.enable_tracing()
+    return pm
+
+
+class Catalogue:
+    """Everything installed: plugin modules and the plugins, datasets, models they register."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        self.modules: list[PluginModule] = []
+        self.plugins: Registry[Plugin] = Registry("plugin")
+        self.datasets: Registry[DatasetProvider] = Registry("dataset")
+        self.models: Registry[ModelProvider] = Registry("model")
+        self.warnings: list[str] = []
+        self._source = ""
+
+    @classmethod
+    def discover(cls, extra_modules: Iterable[ModuleType] = ()) -> Catalogue:
+        """Load every entry point of the ``sslrun.plugins`` group (plus ``extra_modules``)."""
+        catalogue = cls(new_plugin_manager())
+        catalogue._open_registration()
+        skip_third_party = truthy(os.environ.get(NO_THIRD_PARTY_ENV))
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_ep_sort_key):
+            dist = ep.dist.name if ep.dist is not None else "?"
+            version = ep.dist.version if ep.dist is not None else "?"
+            if skip_third_party and dist != BUILTIN_DISTRIBUTION:
+                continue
+            record = PluginModule(f"{ep.name} = {ep.value}", dist, version)
+            try:
+                catalogue.add_module(record, ep.load())
+            except Exception as exc:  # a broken third-party plugin must not stop the rest
+                record.error = f"{type(exc).__name__}: {exc}"
+                catalogue.warnings.append(
+                    f"plugin entry point '{ep.name}' of {dist} failed to load ({record.error});"
+                    f" skipped (set {NO_THIRD_PARTY_ENV}=1 to load only built-ins)"
+                )
+        for module in extra_modules:
+            catalogue.add_module(PluginModule(module.__name__, "local", "-"), module)
+        return catalogue
+
+    def _open_registration(self) -> None:
+        """Catalogue hooks are historic: every module registered later is called too."""
+        hook = self.pm.hook
+        hook.sslrun_register_plugins.call_historic(
+            kwargs={"register": lambda item: self.plugins.register(item, self._source)}
+        )
+        hook.sslrun_register_datasets.call_historic(
+            kwargs={"register": lambda item: self.datasets.register(item, self._source)}
+        )
+        hook.sslrun_register_models.call_historic(
+            kwargs={"register": lambda item: self.models.register(item, self._source)}
+        )
+
+    def add_module(self, record: PluginModule, module: ModuleType) -> None:
+        """Register a plugin module; its catalogue hooks run now (historic replay)."""
+        self.modules.append(record)
+        training_hooks = sorted(
+            name
+            for name in dir(module)
+            if name in TRAINING_HOOKS and callable(getattr(module, name))
+        )
+        if training_hooks:
+            raise TypeError(
+                f"module {module.__name__} implements {', '.join(training_hooks)} at module"
+                " level; training hooks belong on a Plugin class"
+            )
+        self._source = f"{record.distribution} ({module.__name__})"
+        self.pm.register(module, name=f"module:{module.__name__}")
+        self.pm.check_pending()
+        record.module = module
+        record.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(module) or [])
+
+
+def _ep_sort_key(ep: metadata.EntryPoint) -> tuple[int, str, str]:
+    dist = ep.dist.name if ep.dist is not None else ""
+    return (0 if dist == BUILTIN_DISTRIBUTION else 1, dist, ep.name)

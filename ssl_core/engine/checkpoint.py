@@ -1,0 +1,224 @@
+"""Atomic checkpoints holding everything needed to continue a run exactly.
+
+A checkpoint is taken at a *position* of the loop: at an epoch boundary (before the
+next epoch's ``sslrun_epoch_start``) or in the middle of an epoch (after a step, when
+the run is interrupted or ``train.checkpoint_every`` asks for it). It holds
+
+- every registered state (classifier, optimizer, samplers, each plugin's modules,
+  optimizers and schedules), taken from rank 0, where they are equal on all ranks;
+- per rank: the torch, CUDA, numpy and Python RNG states and the running sums of the
+  epoch in progress, which differ between ranks;
+- the position, the finished epochs' metrics, the resolved recipe and the world size.
+
+Resuming re-runs the hooks that precede the position (``sslrun_setup``, and
+``sslrun_epoch_start`` of the interrupted epoch) and then loads the checkpoint over
+what they built, so a resumed run continues bit for bit. Anything that cannot be
+restored exactly is an error: a resume never quietly starts over.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ssl_core.errors import TrainingError
+
+if TYPE_CHECKING:
+    from ssl_core.engine.run import Run
+
+CHECKPOINT_NAME = "checkpoint.pt"
+#: Bumped whenever the layout changes; an older checkpoint is refused, never guessed at.
+FORMAT = 2
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the loop stands: ``iteration`` steps of ``epoch`` (0-based) are done.
+
+    ``iteration == 0`` is an epoch boundary: ``epoch`` has not started yet.
+    """
+
+    epoch: int = 0
+    iteration: int = 0
+    global_step: int = 0
+
+    @property
+    def mid_epoch(self) -> bool:
+        return self.iteration > 0
+
+
+def rng_state() -> dict[str, Any]:
+    """torch, CUDA, numpy and Python RNG states as tensors and plain values.
+
+    Kept to types that ``torch.load(weights_only=True)`` accepts.
+    """
+    legacy = np.random.get_state(legacy=True)
+    assert isinstance(legacy, tuple)  # the legacy state is a tuple, never a dict
+    kind, keys, pos, has_gauss, cached = legacy
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached"],
+        )
+    )
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash mid-write leaves the previous checkpoint intact.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load with ``weights_only=True``: tensors and plain values only, no code."""
+    payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return payload
+
+
+# --- the run's checkpoint -------------------------------------------------------------
+
+
+def save_checkpoint(
+    run: Run, position: Position, history: list[dict[str, Any]], epoch_state: dict[str, Any]
+) -> None:
+    """Checkpoint the run at ``position``; every rank calls it, rank 0 writes.
+
+    ``epoch_state`` is this rank's running state of the epoch in progress (empty at an
+    epoch boundary); it is gathered with the RNG states of every rank.
+    """
+    ranks = run.world.gather({"rng": rng_state(), "epoch": epoch_state})
+    if not run.world.is_main or run.out_dir is None:
+        return
+    payload = {
+        "format": FORMAT,
+        "recipe": run.resolved.to_dict(),
+        "world_size": run.world.size,
+        "epochs_done": position.epoch,
+        "position": asdict(position),
+        "history": history,
+        "states": {name: obj.state_dict() for name, obj in run.states.items()},
+        "ranks": ranks,
+    }
+    path = run.out_dir / CHECKPOINT_NAME
+    try:
+        atomic_torch_save(payload, path)
+    except OSError as exc:
+        raise TrainingError(f"{path}: cannot write checkpoint ({exc})") from None
+
+
+class Checkpoint:
+    """A run folder's checkpoint, read and checked against the live run."""
+
+    def __init__(self, path: Path, payload: dict[str, Any]) -> None:
+        self.path = path
+        self.payload = payload
+        self.position = Position(**payload["position"])
+        self.history: list[dict[str, Any]] = list(payload["history"])
+
+    def rank_state(self, rank: int) -> dict[str, Any]:
+        """This rank's running state of the interrupted epoch (empty at a boundary)."""
+        return dict(self.payload["ranks"][rank]["epoch"])
+
+    def apply(self, run: Run) -> None:
+        """Load every registered state and this rank's RNG state over the live ones."""
+        states = self.payload["states"]
+        for name, obj in run.states.items():
+            try:
+                obj.load_state_dict(states[name])
+            except Exception as exc:  # a shape or key mismatch must not pass silently
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise TrainingError(
+                    f"{self.path}: state '{name}' does not load ({message})"
+                ) from None
+        set_rng_state(self.payload["ranks"][run.world.rank]["rng"])
+
+
+def read_checkpoint(run: Run) -> Checkpoint:
+    """Rank 0 reads the run folder's checkpoint; every rank gets it, checked.
+
+    Refused (never silently ignored): a missing or unreadable file, another layout
+    version, a different recipe (naming the first key that differs; a setting added
+    since, at its default, is no difference), a different world size, different
+    registered states.
+    """
+    if run.out_dir is None:
+        raise TrainingError("resume needs a run folder")
+    path = run.out_dir / CHECKPOINT_NAME
+    payload = run.world.on_main(lambda: _read(path))
+    if payload.get("format") != FORMAT:
+        raise TrainingError(
+            f"{path}: checkpoint layout {payload.get('format')!r} is not {FORMAT};"
+            " it cannot be resumed exactly by this version"
+        )
+    difference = run.resolved.difference(payload["recipe"])
+    if difference is not None:
+        raise TrainingError(
+            f"{path}: the recipe differs from the one the run was started with ({difference})"
+        )
+    if payload["world_size"] != run.world.size:
+        raise TrainingError(
+            f"{path}: written by {payload['world_size']} process(es), resumed with"
+            f" {run.world.size}; resume with the same number of processes"
+        )
+    saved, live = set(payload["states"]), set(run.states)
+    if saved != live:
+        raise TrainingError(
+            f"{path}: checkpoint holds states {sorted(saved)}, the run has {sorted(live)}"
+        )
+    return Checkpoint(path, payload)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise TrainingError(f"{path}: no checkpoint to resume from")
+    try:
+        payload = load_checkpoint(path)
+    except Exception as exc:
+        raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+    required = {"format", "recipe", "world_size", "position", "history", "states", "ranks"}
+    if not isinstance(payload, dict) or not required <= set(payload):
+        raise TrainingError(f"{path}: not an sslrun checkpoint of this version")
+    return payload

@@ -1,0 +1,157 @@
+"""Every hook sslrun calls, in the order a run calls them. Read this file first.
+
+A run has two phases.
+
+*Catalogue* (once, at start-up, for every installed plugin module, before any recipe
+is read): modules found through the ``sslrun.plugins`` entry-point group register the
+components they provide::
+
+    sslrun_register_plugins   -> recipe plugins (loss terms, generators, ...)
+    sslrun_register_datasets  -> named datasets
+    sslrun_register_models    -> named classifiers
+
+*Training* (for the plugins a recipe enables, instantiated with their validated
+settings and called in their deterministic order, see :mod:`ssl_core.engine.active`)::
+
+    sslrun_setup(run)
+    for each epoch:
+        sslrun_epoch_start(run, epoch)
+        for each iteration:
+            batch = BatchContext(...)              # fresh labeled + unlabeled batch
+            sslrun_pre_batch(run, batch)
+            terms = sslrun_collect_losses(run, batch)   # named loss terms, summed
+            classifier step on sum(terms)
+            sslrun_after_step(run, batch)          # e.g. a generator's own step (not
+                                                   # called for a skipped non-finite batch)
+        evaluation on the test (and validation) set
+        sslrun_epoch_end(run, epoch, metrics)      # extra metrics, schedules (lambda warm-up)
+        checkpoint
+    sslrun_run_end(run, summary)                   # artefacts: plots, image grids
+
+Checkpoints are written after every epoch, and mid-epoch on an interrupt or every
+``train.checkpoint_every`` iterations. On resume the hooks that ran before the
+checkpoint run again (``sslrun_setup``, and ``sslrun_epoch_start`` for a mid-epoch
+checkpoint), then the checkpoint overwrites every registered state and RNG.
+
+Plugins share per-batch results only through the :class:`~ssl_core.engine.context.BatchContext`
+passed to the batch hooks (``batch.shared``), never through module globals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ssl_core.api.providers import DatasetProvider, ModelProvider
+    from ssl_core.engine.context import BatchContext
+    from ssl_core.engine.run import Run
+
+hookspec = pluggy.HookspecMarker("sslrun")
+
+
+# --- catalogue ------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def sslrun_register_plugins(register: Callable[[type], None]) -> None:
+    """Register recipe plugin classes: call ``register(PluginClass)`` for each.
+
+    A plugin class subclasses :class:`ssl_core.api.plugin.Plugin`, names itself
+    (``name``), declares its settings model (``Settings``) and its position in the
+    call order (``order``). It is instantiated only when a recipe enables it.
+    """
+
+
+@hookspec(historic=True)
+def sslrun_register_datasets(register: Callable[[type[DatasetProvider]], None]) -> None:
+    """Register dataset providers: call ``register(ProviderClass)`` for each.
+
+    A provider names the dataset (the recipe's ``data.name``), declares the extra
+    ``[data]`` keys it accepts (``Settings``) and loads it into memory (``load``).
+    """
+
+
+@hookspec(historic=True)
+def sslrun_register_models(register: Callable[[type[ModelProvider]], None]) -> None:
+    """Register classifier builders: call ``register(ProviderClass)`` for each.
+
+    A provider names the model (the recipe's ``model.name``), declares its extra
+    ``[model]`` keys (``Settings``) and builds a module returning K pre-softmax
+    outputs with a ``features`` method for the penultimate layer.
+    """
+
+
+# --- training -------------------------------------------------------------------------
+
+
+@hookspec
+def sslrun_setup(run: Run) -> None:
+    """Called once after the model, data and optimizer exist, before the first epoch.
+
+    Plugins build what they own here (a generator and its optimizer) and hand every
+    stateful object to ``run.register_state(name, obj)`` so that the core checkpoints
+    and restores it with the classifier. Called again on resume, before the
+    checkpoint is loaded, so state restored from disk overwrites fresh state.
+    """
+
+
+@hookspec
+def sslrun_epoch_start(run: Run, epoch: int) -> None:
+    """Called at the start of every epoch (0-based), before its first batch.
+
+    Also called again before a mid-epoch checkpoint is restored, so keep it free of
+    effects that the restored state would not overwrite.
+    """
+
+
+@hookspec
+def sslrun_pre_batch(run: Run, batch: BatchContext) -> None:
+    """Called for every batch before losses are collected.
+
+    Use it to prepare inputs other plugins may read from ``batch.shared`` (a
+    generator's samples, for instance). The classifier is in training mode.
+    """
+
+
+@hookspec
+def sslrun_collect_losses(run: Run, batch: BatchContext) -> dict[str, Tensor] | None:
+    """Return this plugin's loss terms for the batch, by name, already weighted.
+
+    The core sums every term of every plugin and takes one optimizer step on the
+    classifier. Term names must be unique across the enabled plugins; each is logged
+    per epoch under its name. Plugins are called in their declared order, so a later
+    plugin may reuse what an earlier one left in ``batch.shared``.
+    """
+
+
+@hookspec
+def sslrun_after_step(run: Run, batch: BatchContext) -> None:
+    """Called after the classifier's optimizer step for the batch.
+
+    A plugin that owns its own optimizer (the Bad GAN generator) steps it here. Not
+    called for a batch skipped because of a non-finite loss
+    (``train.on_nonfinite = "skip"``).
+    """
+
+
+@hookspec
+def sslrun_epoch_end(run: Run, epoch: int, metrics: dict[str, Any]) -> dict[str, float] | None:
+    """Called after the epoch's evaluation with its metrics (read-only).
+
+    Return extra metrics to log (they land in ``metrics.jsonl`` and the progress
+    display). Advance per-epoch schedules here (FAT's lambda warm-up).
+    """
+
+
+@hookspec
+def sslrun_run_end(run: Run, summary: dict[str, Any]) -> None:
+    """Called once after the last epoch with the run summary.
+
+    Write artefacts into ``run.out_dir`` (plots, image grids). ``run.out_dir`` is
+    ``None`` when the run writes nothing (programmatic use in tests).
+    """

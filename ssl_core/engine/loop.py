@@ -1,0 +1,210 @@
+"""The training loop. It knows no method: every loss term comes from a plugin.
+
+Read :func:`train` top to bottom: it is the lifecycle of :mod:`ssl_core.engine.hookspecs`.
+A resumed run is positioned once, by :func:`restore`, before the epoch loop; one step
+is :func:`ssl_core.engine.step.train_step`; checkpoints are :mod:`ssl_core.engine.checkpoint`,
+the data-parallel adapter :mod:`ssl_core.engine.distributed`.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ssl_core.engine.checkpoint import Position, read_checkpoint, save_checkpoint
+from ssl_core.engine.context import BatchContext
+from ssl_core.engine.data import EpochlessSampler
+from ssl_core.engine.nonfinite import NonFiniteGuard
+from ssl_core.engine.optim import apply_hyperparameters, epoch_hyperparameters
+from ssl_core.engine.outputs import METRICS_NAME, SUMMARY_NAME, MetricsLog, write_summary
+from ssl_core.engine.reporter import Reporter
+from ssl_core.engine.run import Run
+from ssl_core.engine.signals import StopSignals
+from ssl_core.engine.step import train_step
+from ssl_core.engine.tally import EpochTally, epoch_metrics
+from ssl_core.errors import TrainingInterrupted
+
+
+def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> dict[str, Any]:
+    """Run the recipe's epochs (continuing from the run folder's checkpoint if ``resume``).
+
+    SIGINT or SIGTERM finishes the current step, checkpoints (mid-epoch if need be),
+    writes the summary and raises :class:`TrainingInterrupted`.
+    """
+    reporter = reporter or Reporter()
+    spec = run.recipe.train
+    world = run.world
+    samplers = register_core_state(run)
+    run.plugins.call("sslrun_setup", run=run)
+    log = MetricsLog(run.out_dir / METRICS_NAME) if run.out_dir and world.is_main else None
+    state = restore(run, log) if resume else LoopState()
+    reporter.start(run.recipe.name, spec.epochs, spec.iterations_per_epoch, state.position.epoch)
+    started = time.perf_counter()
+    global_step = state.position.global_step
+    guard = NonFiniteGuard(spec.check_every)
+
+    with StopSignals() as stop:
+        for epoch in range(state.position.epoch, spec.epochs):
+            tally = state.tally or begin_epoch(run, epoch)  # a restored epoch has begun
+            state.tally = None
+            first = state.position.iteration if epoch == state.position.epoch else 0
+            tally.resume_clock()
+
+            for iteration in range(first, spec.iterations_per_epoch):
+                batch = draw_batch(run, samplers, epoch, iteration, global_step)
+                stopping = train_step(run, batch, tally, stop, guard)
+                reporter.batch(epoch, iteration, tally.last_terms)
+                global_step += 1
+                done = iteration + 1
+                periodic = spec.checkpoint_every and done % spec.checkpoint_every == 0
+                if done < spec.iterations_per_epoch and (stopping or periodic):
+                    guard.check(world)
+                    here = Position(epoch, done, global_step)
+                    save_checkpoint(run, here, state.history, tally.state_dict())
+                    if stopping:
+                        raise interrupted(run, reporter, state.history, started, stop, here)
+
+            guard.check(world)
+            metrics = epoch_metrics(run, epoch, tally)
+            state.history.append(metrics)
+            if log is not None:
+                log.append(metrics)
+            save_checkpoint(run, Position(epoch + 1, 0, global_step), state.history, {})
+            reporter.epoch(metrics)
+            if epoch + 1 < spec.epochs and world.any(stop.requested)[0]:
+                here = Position(epoch + 1, 0, global_step)
+                raise interrupted(run, reporter, state.history, started, stop, here)
+
+    summary = summarize(run, state.history, time.perf_counter() - started)
+    if run.out_dir is not None and world.is_main:
+        write_summary(run.out_dir / SUMMARY_NAME, summary)
+    run.plugins.call("sslrun_run_end", run=run, summary=summary)
+    reporter.finish(summary)
+    return summary
+
+
+@dataclass
+class Samplers:
+    """One global batch of indices per step, identical on every rank; each keeps its slice."""
+
+    labeled: EpochlessSampler
+    unlabeled: EpochlessSampler
+
+
+def register_core_state(run: Run) -> Samplers:
+    """The classifier, its optimizer and the two data samplers, checkpointed by name."""
+    spec, size = run.recipe.train, run.world.size
+    samplers = Samplers(
+        EpochlessSampler(len(run.data.labeled_y), spec.labeled_batch * size, run.recipe.seed + 1),
+        EpochlessSampler(
+            len(run.data.unlabeled_x), spec.unlabeled_batch * size, run.recipe.seed + 2
+        ),
+    )
+    run.register_state("classifier", run.classifier)
+    run.register_state("optimizer", run.optimizer)
+    run.register_state("labeled_sampler", samplers.labeled)
+    run.register_state("unlabeled_sampler", samplers.unlabeled)
+    return samplers
+
+
+@dataclass
+class LoopState:
+    """Where the loop starts: its position, the finished epochs, a restored epoch's tally."""
+
+    position: Position = field(default_factory=Position)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    tally: EpochTally | None = None
+
+
+def restore(run: Run, log: MetricsLog | None) -> LoopState:
+    """Position a resumed run exactly where its checkpoint left it: the one place it loads.
+
+    The hooks that ran before the checkpoint run again first (``sslrun_setup`` already
+    has; for a mid-epoch checkpoint, that epoch's :func:`begin_epoch`), then every
+    registered state and RNG is loaded over what they built. ``metrics.jsonl`` is cut
+    back to the checkpoint's epochs (a line written after it is written again).
+    """
+    saved = read_checkpoint(run)
+    if log is not None:
+        log.rewrite(saved.history)
+    tally = None
+    if saved.position.mid_epoch:
+        begin_epoch(run, saved.position.epoch)
+        tally = EpochTally.from_state(saved.rank_state(run.world.rank), run.device)
+    saved.apply(run)
+    return LoopState(saved.position, saved.history, tally)
+
+
+def begin_epoch(run: Run, epoch: int) -> EpochTally:
+    """The epoch's learning rate and Adam β1, ``sslrun_epoch_start``, training mode."""
+    run.epoch = epoch
+    lr, beta1 = epoch_hyperparameters(run.recipe.optim, epoch, run.recipe.train.epochs)
+    apply_hyperparameters(run.optimizer, lr, beta1)
+    run.plugins.call("sslrun_epoch_start", run=run, epoch=epoch)
+    run.classifier.train()
+    return EpochTally()
+
+
+def draw_batch(
+    run: Run, samplers: Samplers, epoch: int, iteration: int, global_step: int
+) -> BatchContext:
+    """The next labeled and unlabeled batch: this rank's share of the global one."""
+    data, world = run.data, run.world
+    li, ui = samplers.labeled.next_indices(), samplers.unlabeled.next_indices()
+    return BatchContext(
+        epoch=epoch,
+        iteration=iteration,
+        global_step=global_step,
+        x_labeled=data.labeled_x[world.shard(li)],
+        y_labeled=data.labeled_y[world.shard(li)],
+        x_unlabeled=data.unlabeled_x[world.shard(ui)],
+    )
+
+
+def summarize(run: Run, history: list[dict[str, Any]], wall: float) -> dict[str, Any]:
+    accs = [record["test_acc"] for record in history]
+    best = max(range(len(accs)), key=accs.__getitem__) if accs else -1
+    summary: dict[str, Any] = {
+        "name": run.recipe.name,
+        "status": "finished",
+        "epochs": len(history),
+        "final_test_acc": accs[-1] if accs else math.nan,
+        "best_test_acc": accs[best] if accs else math.nan,
+        "best_epoch": best + 1,
+        "seconds_per_epoch": sum(r["seconds"] for r in history) / max(len(history), 1),
+        "wall_seconds": wall,
+    }
+    if history and "val_acc" in history[-1]:
+        summary["final_val_acc"] = history[-1]["val_acc"]
+    return summary
+
+
+def interrupted(
+    run: Run,
+    reporter: Reporter,
+    history: list[dict[str, Any]],
+    started: float,
+    stop: StopSignals,
+    position: Position,
+) -> TrainingInterrupted:
+    """Write the summary of an interrupted run; the error that ends it (one line)."""
+    signum = stop.received or signal.SIGTERM
+    summary = summarize(run, history, time.perf_counter() - started)
+    summary["status"] = "interrupted"
+    summary["stopped_at"] = asdict(position)
+    where = f"epoch {position.epoch + 1}, after iteration {position.iteration}"
+    if not position.mid_epoch:
+        where = f"the end of epoch {position.epoch}"
+    if run.out_dir is not None and run.world.is_main:
+        write_summary(run.out_dir / SUMMARY_NAME, summary)
+    reporter.finish(summary)
+    cause = signal.Signals(signum).name if stop.received else "a signal to another process"
+    saved = (
+        f"checkpoint saved; continue with --resume {run.out_dir}"
+        if run.out_dir is not None
+        else "nothing saved (no run folder)"
+    )
+    return TrainingInterrupted(f"interrupted by {cause} at {where}; {saved}", signum)

@@ -1,0 +1,73 @@
+"""One training run's objects, handed to every hook (built by :mod:`ssl_core.engine.build`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ssl_core.api.plugin import PluginSettings
+from ssl_core.engine.active import ActivePlugins
+from ssl_core.engine.data import SplitData
+from ssl_core.engine.distributed import World
+from ssl_core.engine.optim import build_optimizer
+from ssl_core.recipe.spec import Recipe, ResolvedRecipe
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any], /) -> Any: ...
+
+
+class Run:
+    """Everything a plugin may touch: recipe, data, model, optimizer, output folder.
+
+    ``model`` is the module to call for training forwards whose loss is backpropagated
+    (DDP-wrapped under torchrun); ``classifier`` is always the bare module: use it for
+    no-grad passes, input-gradient passes (VAT's power iteration), ``features`` and
+    anything else that must stay out of gradient synchronisation. Plugins that own
+    stateful objects hand them to :meth:`register_state`; the core checkpoints them
+    (registered state must be equal on every rank: rank 0's is saved). ``world`` tells
+    the rank and offers what a plugin with its own module or sampler needs under
+    torchrun (:meth:`~ssl_core.engine.distributed.World.average_gradients`,
+    :meth:`~ssl_core.engine.distributed.World.shard`); see docs/distributed.md.
+    """
+
+    def __init__(
+        self,
+        resolved: ResolvedRecipe,
+        data: SplitData,
+        classifier: nn.Module,
+        device: torch.device,
+        out_dir: Path | None,
+        world: World,
+        plugins: ActivePlugins,
+    ) -> None:
+        self.resolved = resolved
+        self.recipe: Recipe = resolved.recipe
+        self.data = data
+        self.classifier = classifier
+        self.model: nn.Module = world.wrap(classifier)
+        self.device = device
+        self.out_dir = out_dir
+        self.world = world
+        self.plugins = plugins
+        self.optimizer = build_optimizer(classifier, self.recipe.optim)
+        self.epoch = 0
+        self.states: dict[str, Stateful] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    def settings(self, plugin: str) -> PluginSettings:
+        return self.resolved.plugin_settings[plugin]
+
+    def register_state(self, name: str, obj: Stateful) -> None:
+        """Checkpoint ``obj`` (a module, an optimizer, a schedule) under ``name``."""
+        if name in self.states and self.states[name] is not obj:
+            raise ValueError(f"state '{name}' is registered twice")
+        self.states[name] = obj

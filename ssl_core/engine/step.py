@@ -1,0 +1,82 @@
+"""One training step: the batch hooks, the loss terms, the non-finite guard, the update."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ssl_core.engine.context import BatchContext
+from ssl_core.engine.nonfinite import NonFiniteGuard
+from ssl_core.engine.precision import autocast
+from ssl_core.engine.run import Run
+from ssl_core.engine.signals import StopSignals
+from ssl_core.engine.tally import EpochTally
+from ssl_core.errors import TrainingError
+
+
+def train_step(
+    run: Run, batch: BatchContext, tally: EpochTally, stop: StopSignals, guard: NonFiniteGuard
+) -> bool:
+    """One iteration: hooks, losses, the non-finite guard, the classifier's step.
+
+    Returns whether the run must stop after this step (a signal reached any rank by
+    its end). The hooks run in the training precision (:mod:`ssl_core.engine.precision`).
+    Nothing here reads a tensor's value on the host: the non-finite guard records the
+    step on the device and is read every ``train.check_every`` steps
+    (:mod:`ssl_core.engine.nonfinite`). With ``train.on_nonfinite = "skip"`` a non-finite sum is
+    read at once and the batch skipped: no step, no ``sslrun_after_step``, and the
+    classifier's buffers (batch-norm running statistics, which the batch's forwards may
+    already have moved, possibly to NaN) put back as they were. Every rank takes the
+    same decisions.
+    """
+    spec = run.recipe.train
+    skip_faults = spec.on_nonfinite == "skip"
+    buffers = [b.detach().clone() for b in run.classifier.buffers()] if skip_faults else []
+    with autocast(spec.precision, run.device):
+        run.plugins.call("sslrun_pre_batch", run=run, batch=batch)
+        terms, owners = collect_losses(run, batch)
+    total = sum(terms.values())
+    assert isinstance(total, Tensor)
+    if skip_faults:
+        (fault,) = run.world.any(not bool(torch.isfinite(total.detach())))
+        if fault:
+            with torch.no_grad():
+                for live, saved in zip(run.classifier.buffers(), buffers, strict=True):
+                    live.copy_(saved)
+            tally.skip()
+            return run.world.any(stop.requested)[0]
+    else:
+        guard.record(batch.epoch, batch.iteration, terms, owners)
+    run.optimizer.zero_grad(set_to_none=True)
+    if total.requires_grad:
+        torch.autograd.backward(total)
+        run.optimizer.step()
+    with autocast(spec.precision, run.device):
+        run.plugins.call("sslrun_after_step", run=run, batch=batch)
+    tally.add(terms, batch.stats)
+    if guard.due:
+        guard.check(run.world)
+    (stopping,) = run.world.any(stop.requested)
+    return stopping
+
+
+def collect_losses(run: Run, batch: BatchContext) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Every enabled plugin's named terms in plugin order, and the plugin behind each."""
+    terms: dict[str, Tensor] = {}
+    owners: dict[str, str] = {}
+    for plugin, result in run.plugins.call("sslrun_collect_losses", run=run, batch=batch):
+        for name, value in (result or {}).items():
+            if name in terms:
+                raise TrainingError(
+                    f"loss term '{name}' returned by both '{owners[name]}' and '{plugin.name}'"
+                )
+            if not isinstance(value, Tensor) or value.numel() != 1:
+                raise TrainingError(
+                    f"plugin '{plugin.name}' returned loss term '{name}' that is not a"
+                    " one-element tensor"
+                )
+            terms[name] = value
+            owners[name] = plugin.name
+    if not terms:
+        raise TrainingError("no enabled plugin returned a loss term (enable e.g. 'supervised')")
+    return terms, owners

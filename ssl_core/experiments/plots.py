@@ -1,0 +1,247 @@
+"""PNG figures of runs and sweeps, drawn with matplotlib's Agg canvas (no display needed).
+
+- :func:`plot_accuracy`: test accuracy per epoch, one mean line per setting with its
+  min–max band over seeds (the paper's Figures 2 and 3).
+- :func:`plot_epochs_to_target`: epochs to reach a target accuracy per setting (Figure 3).
+- :func:`save_image_grid` and :func:`save_decision_scatter`: helpers for plugins that
+  draw bad or generated samples (Figures 5 and 7) and the 2-D scatter (Figure 6).
+
+Figures are built with :class:`matplotlib.figure.Figure` on a ``FigureCanvasAgg``,
+never through pyplot, so drawing holds no global state and needs no display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.image import imsave
+from matplotlib.ticker import MaxNLocator
+
+
+def _figure(width: float = 7.0, height: float = 4.5) -> tuple[Figure, Axes]:
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def _array(values: Any) -> np.ndarray:
+    """A numpy copy of a tensor (any device, with or without grad) or array-like."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu()
+    return np.asarray(values)
+
+
+def plot_accuracy(
+    curves: Mapping[str, Sequence[Sequence[float]]], path: Path, target: float | None = None
+) -> Path:
+    """Test accuracy (%) against epoch: per label, the mean over its runs and the min–max band.
+
+    ``curves`` maps a setting's label to its runs' per-epoch test accuracies (fractions).
+    Runs of different lengths are averaged over the runs that reached each epoch.
+    """
+    figure, ax = _figure()
+    for label, runs in curves.items():
+        runs = [run for run in runs if len(run)]
+        if not runs:
+            continue
+        epochs = max(len(run) for run in runs)
+        per_epoch = [[100 * run[e] for run in runs if len(run) > e] for e in range(epochs)]
+        x = np.arange(1, epochs + 1)
+        mean = np.array([np.mean(values) for values in per_epoch])
+        (line,) = ax.plot(
+            x,
+            mean,
+            marker="o" if epochs < 30 else None,
+            markersize=3,
+            label=f"{label} ({len(runs)} run{'s' if len(runs) > 1 else ''})",
+        )
+        if len(runs) > 1:
+            low = [min(values) for values in per_epoch]
+            high = [max(values) for values in per_epoch]
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    if target is not None:
+        ax.axhline(
+            100 * target,
+            color="grey",
+            linestyle="--",
+            linewidth=1,
+            label=f"target {100 * target:g}%",
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Test accuracy: mean over seeds, band min–max")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(figure, path)
+
+
+@dataclass(frozen=True)
+class TargetBar:
+    """One setting in the epochs-to-target chart: the epochs of the runs that got there."""
+
+    label: str
+    epochs: Sequence[int]
+    runs: int
+
+
+def plot_epochs_to_target(bars: Sequence[TargetBar], target: float, path: Path) -> Path:
+    """Bars of the mean epochs to reach ``target`` (error bar: sample std), ``k/n`` reached.
+
+    A setting no run of which reached the target gets no bar, only the note "0/n".
+    """
+    figure, ax = _figure(max(5.0, 1.2 * len(bars) + 2), 4.5)
+    x = np.arange(len(bars))
+    means = [float(np.mean(bar.epochs)) if bar.epochs else 0.0 for bar in bars]
+    errors = [float(np.std(bar.epochs, ddof=1)) if len(bar.epochs) > 1 else 0.0 for bar in bars]
+    ax.bar(x, means, color="tab:blue", alpha=0.8)
+    spread = [error > 0 for error in errors]
+    if any(spread):
+        ax.errorbar(
+            x[spread],
+            np.array(means)[spread],
+            yerr=np.array(errors)[spread],
+            fmt="none",
+            ecolor="black",
+            capsize=4,
+        )
+    for position, mean, error, bar in zip(x, means, errors, bars, strict=True):
+        note = f"{len(bar.epochs)}/{bar.runs}"
+        ax.annotate(
+            note,
+            (position, mean + error),
+            textcoords="offset points",
+            xytext=(0, 3),
+            ha="center",
+            fontsize="small",
+        )
+    tallest = max((mean + error for mean, error in zip(means, errors, strict=True)), default=0)
+    ax.set_ylim(0, 1.15 * max(tallest, 1.0))  # room for the notes; no negative axis when empty
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xticks(x, [bar.label for bar in bars], rotation=20, ha="right", fontsize="small")
+    ax.set_ylabel(f"epochs to {100 * target:g}% test accuracy")
+    ax.set_title(f"Epochs to {100 * target:g}% (k/n runs reached it)")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(figure, path)
+
+
+def save_image_grid(
+    images: Any, path: Path, nrow: int = 10, value_range: tuple[float, float] = (0.0, 1.0)
+) -> Path:
+    """Images (N, C, H, W) with C = 1 or 3, or (N, H, W), as one PNG grid of ``nrow`` columns.
+
+    Values are mapped from ``value_range`` to [0, 1] and clipped (generators ending
+    in tanh pass ``(-1, 1)``); cells are separated by a 2-pixel white border.
+    """
+    array = _array(images).astype(np.float64)
+    if array.ndim == 3:
+        array = array[:, None]
+    if array.ndim != 4 or array.shape[1] not in (1, 3) or len(array) == 0:
+        raise ValueError(f"expected images of shape (N, 1 or 3, H, W), got {array.shape}")
+    low, high = value_range
+    array = np.clip((array - low) / (high - low), 0.0, 1.0).transpose(0, 2, 3, 1)
+    n, h, w, c = array.shape
+    cols = max(1, min(nrow, n))
+    rows = -(-n // cols)
+    pad = 2
+    grid = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, c))
+    for index, image in enumerate(array):
+        top, left = pad + (index // cols) * (h + pad), pad + (index % cols) * (w + pad)
+        grid[top : top + h, left : left + w] = image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if c == 1:
+        imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        imsave(path, grid)
+    return path
+
+
+def save_decision_scatter(
+    model_fn: Callable[[Any], Any],
+    x_unlabeled: Any,
+    y_pred: Any,
+    x_labeled: Any,
+    y_labeled: Any,
+    extra_points: Mapping[str, Any] | None,
+    path: Path,
+    title: str = "",
+    resolution: int = 200,
+) -> Path:
+    """2-D data over the model's decision regions (paper Fig. 6).
+
+    ``model_fn`` maps a float32 tensor of points (M, 2) to logits (M, K) or to class
+    indices (M,); it is called under ``torch.no_grad()`` (put the model in eval mode
+    first). Unlabeled points are coloured by ``y_pred``, labeled ones by ``y_labeled``
+    with a black edge; ``extra_points`` maps a legend name (e.g. "bad samples") to an
+    (M, 2) set drawn as crosses.
+    """
+    import torch  # here, so that tables and curves are drawn without loading torch
+
+    unlabeled, labeled = _array(x_unlabeled), _array(x_labeled)
+    extras = {name: _array(points) for name, points in (extra_points or {}).items()}
+    everything = np.concatenate([unlabeled, labeled, *[p for p in extras.values() if len(p)]])
+    low, high = everything.min(0), everything.max(0)
+    margin = 0.1 * (high - low) + 1e-6
+    low, high = low - margin, high + margin
+    xs, ys = np.linspace(low[0], high[0], resolution), np.linspace(low[1], high[1], resolution)
+    mesh = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1).reshape(-1, 2)
+    with torch.no_grad():
+        out = _array(model_fn(torch.as_tensor(mesh, dtype=torch.float32)))
+    regions = (out.argmax(1) if out.ndim == 2 else out).reshape(resolution, resolution)
+    predicted, classes_l = _array(y_pred), _array(y_labeled)
+    classes = int(max(regions.max(), predicted.max(initial=0), classes_l.max(initial=0))) + 1
+    cmap = "coolwarm" if classes == 2 else "tab10"
+    vmax = max(classes - 1, 1) if classes == 2 else 9
+
+    figure, ax = _figure(6.0, 5.0)
+    ax.imshow(
+        regions,
+        origin="lower",
+        extent=(low[0], high[0], low[1], high[1]),
+        aspect="auto",
+        alpha=0.25,
+        interpolation="nearest",
+        cmap=cmap,
+        vmin=0,
+        vmax=vmax,
+    )
+    ax.scatter(
+        unlabeled[:, 0], unlabeled[:, 1], c=predicted, s=6, alpha=0.6, cmap=cmap, vmin=0, vmax=vmax
+    )
+    ax.scatter(
+        labeled[:, 0],
+        labeled[:, 1],
+        c=classes_l,
+        s=80,
+        edgecolors="black",
+        linewidths=1.5,
+        label="labeled",
+        cmap=cmap,
+        vmin=0,
+        vmax=vmax,
+    )
+    markers = ("orange", "black", "green", "purple")
+    for index, (name, points) in enumerate(extras.items()):
+        if len(points):
+            colour = markers[index % len(markers)]
+            ax.scatter(points[:, 0], points[:, 1], c=colour, marker="x", s=18, label=name)
+    ax.set_xlim(low[0], high[0])
+    ax.set_ylim(low[1], high[1])
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="upper right", fontsize="small")
+    return _save(figure, path)

@@ -1,0 +1,364 @@
+"""Tables of finished runs: mean ± std per setting, in markdown and CSV.
+
+A *group* is the set of runs of one setting: their resolved recipes differ only by
+seed (and by execution details that do not change the method: ``train.threads``,
+``data.root``). For each group the table gives the mean ± sample standard deviation
+over its finished runs of the final and best test accuracy and of the seconds per
+epoch, and, given a target accuracy, the epochs each run needed to reach it (the
+quantity of the paper's Figure 3) with how many seeds reached it at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME, SUMMARY_NAME, atomic_write_text
+from ssl_core.errors import DataError, RecipeError
+from ssl_core.recipe.spec import flatten
+
+#: Recipe keys that never separate two runs into two settings (dotted paths).
+IGNORED_KEYS = frozenset({"seed", "train.threads", "data.root"})
+
+TABLE_MD = "table.md"
+TABLE_CSV = "table.csv"
+ACCURACY_PNG = "accuracy.png"
+EPOCHS_PNG = "epochs_to_target.png"
+
+
+@dataclass
+class RunRecord:
+    """One run folder as read back: its status, per-epoch metrics and summary.
+
+    ``status`` is ``finished`` or ``interrupted`` (from summary.json), ``unfinished``
+    (no summary yet) or ``failed`` (set by a sweep whose child process exited non-zero);
+    ``detail`` says why a run failed.
+    """
+
+    folder: Path
+    seed: int | None
+    status: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    detail: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def accuracy_curve(self) -> list[float]:
+        return [float(record["test_acc"]) for record in self.history]
+
+
+@dataclass
+class Group:
+    """The runs of one setting (one row of the table)."""
+
+    label: str
+    runs: list[RunRecord]
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation (n − 1 in the denominator; None when n = 1)."""
+
+    mean: float
+    std: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    runs: int
+    finished: int
+    final_test_acc: Stat | None
+    best_test_acc: Stat | None
+    seconds_per_epoch: Stat | None
+    epochs_to_target: Stat | None
+    reached: int
+    status: str
+
+
+# --- reading run folders --------------------------------------------------------------
+
+
+def read_recipe(folder: Path) -> dict[str, Any]:
+    path = folder / RECIPE_NAME
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(f"{folder}: no {RECIPE_NAME} (is this a run folder?)") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise DataError(f"{path}: unreadable recipe ({exc})") from None
+
+
+def read_run(folder: Path) -> RunRecord:
+    """Read a run folder's recipe seed, metrics.jsonl and summary.json (if any)."""
+    seed = read_recipe(folder).get("seed")
+    history: list[dict[str, Any]] = []
+    metrics = folder / METRICS_NAME
+    if metrics.exists():
+        for number, line in enumerate(metrics.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                history.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise DataError(f"{metrics}:{number}: not a JSON object") from None
+    summary: dict[str, Any] = {}
+    summary_path = folder / SUMMARY_NAME
+    if summary_path.exists():
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise DataError(f"{summary_path}: not a JSON object") from None
+    status = str(summary.get("status", "finished")) if summary else "unfinished"
+    return RunRecord(folder, seed if isinstance(seed, int) else None, status, history, summary)
+
+
+def find_run_folders(paths: Sequence[Path]) -> list[Path]:
+    """Run folders named directly, or found (by their recipe.toml) below the given folders."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            raise RecipeError(f"{path}: not a folder")
+        if (path / RECIPE_NAME).is_file():
+            below = [path]
+        else:
+            below = sorted(p.parent for p in path.rglob(RECIPE_NAME))
+        if not below:
+            raise RecipeError(f"{path}: no run folders (with {RECIPE_NAME}) in it")
+        found += [p for p in below if p not in found]
+    return found
+
+
+def group_folders(folders: Sequence[Path]) -> list[Group]:
+    """Group run folders whose resolved recipes differ only by seed; label each group."""
+    keys: list[str] = []
+    recipes: list[dict[str, Any]] = []
+    members: list[list[RunRecord]] = []
+    for folder in folders:
+        recipe = setting_of(read_recipe(folder))
+        key = json.dumps(recipe, sort_keys=True)
+        if key not in keys:
+            keys.append(key)
+            recipes.append(recipe)
+            members.append([])
+        members[keys.index(key)].append(read_run(folder))
+    labels = label_groups(recipes)
+    groups = [Group(label, runs) for label, runs in zip(labels, members, strict=True)]
+    return sorted(groups, key=lambda group: natural_key(group.label))
+
+
+def setting_of(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The flattened recipe without the keys that do not define a setting (seed, threads)."""
+    return {k: v for k, v in flatten(recipe).items() if k not in IGNORED_KEYS}
+
+
+_MISSING = object()
+
+
+def label_groups(settings: Sequence[dict[str, Any]]) -> list[str]:
+    """A short label per setting: the recipe name where names differ, then the keys whose
+    values differ among settings of the same name (``vat.eps=1.5``, ``no bad_samples``).
+
+    Takes flattened settings (see :func:`setting_of`).
+    """
+    names = {str(s.get("name")) for s in settings}
+    labels = []
+    for setting in settings:
+        name = str(setting.get("name"))
+        peers = [s for s in settings if str(s.get("name")) == name]
+        parts = [name] if len(names) > 1 else []
+        keys = list(dict.fromkeys(k for s in peers for k in s if k != "name"))
+        for key in keys:
+            values = [s.get(key, _MISSING) for s in peers]
+            if all(v == values[0] for v in values):
+                continue
+            value = setting.get(key, _MISSING)
+            short = key.removeprefix("plugins.")
+            if key.startswith("plugins.") and key.endswith(".enabled"):
+                if value is False:
+                    parts.append(f"no {short.removesuffix('.enabled')}")
+                continue
+            parts.append(f"{short}={'-' if value is _MISSING else display_value(value)}")
+        labels.append(", ".join(parts) or name)
+    return labels
+
+
+def display_value(value: Any) -> str:
+    """A value as a user would type it after ``--set key=`` (strings without quotes)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(display_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort ``eps=2`` before ``eps=10``: digit runs compare as numbers."""
+    return [(0, float(p), "") if p[:1].isdigit() else (1, 0.0, p) for p in _NUMBERS.split(text)]
+
+
+_NUMBERS = re.compile(r"(\d+(?:\.\d+)?)")
+
+
+# --- statistics -----------------------------------------------------------------------
+
+
+def mean_std(values: Sequence[float]) -> Stat | None:
+    """Mean and sample standard deviation of ``values``; None when there are none."""
+    if not values:
+        return None
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return Stat(mean, std, n)
+
+
+def epochs_to_target(curve: Sequence[float], target: float) -> int | None:
+    """Epochs trained (1-based) when test accuracy first reached ``target``; None if never."""
+    for epoch, accuracy in enumerate(curve, 1):
+        if accuracy >= target:
+            return epoch
+    return None
+
+
+def reached_epochs(group: Group, target: float) -> list[int]:
+    """Epochs to ``target`` of each finished run of the group that reached it."""
+    hits = [epochs_to_target(run.accuracy_curve, target) for run in group.runs if run.finished]
+    return [hit for hit in hits if hit is not None]
+
+
+def summarize_group(group: Group, target: float | None = None) -> Row:
+    """One table row: statistics over the group's finished runs, and their status."""
+    done = [run for run in group.runs if run.finished]
+    reached = reached_epochs(group, target) if target is not None else []
+    counts: dict[str, int] = {}
+    for run in group.runs:
+        if not run.finished:
+            counts[run.status] = counts.get(run.status, 0) + 1
+    status = ", ".join(f"{n} {s}" for s, n in counts.items()) or "ok"
+    return Row(
+        label=group.label,
+        runs=len(group.runs),
+        finished=len(done),
+        final_test_acc=mean_std([float(r.summary["final_test_acc"]) for r in done]),
+        best_test_acc=mean_std([float(r.summary["best_test_acc"]) for r in done]),
+        seconds_per_epoch=mean_std([float(r.summary["seconds_per_epoch"]) for r in done]),
+        epochs_to_target=mean_std([float(e) for e in reached]),
+        reached=len(reached),
+        status=status,
+    )
+
+
+# --- tables ---------------------------------------------------------------------------
+
+
+def format_stat(stat: Stat | None, scale: float = 1.0, digits: int = 2) -> str:
+    """``98.64 ± 0.12``; the mean alone for a single run; ``-`` for none."""
+    if stat is None:
+        return "-"
+    text = f"{stat.mean * scale:.{digits}f}"
+    return text if stat.std is None else f"{text} ± {stat.std * scale:.{digits}f}"
+
+
+def table_columns(target: float | None) -> list[str]:
+    columns = ["setting", "runs", "final acc. %", "best acc. %"]
+    if target is not None:
+        columns += [f"epochs to {100 * target:g}%", "reached"]
+    return [*columns, "s / epoch", "status"]
+
+
+def table_cells(row: Row, target: float | None) -> list[str]:
+    """The row as the strings shown in the markdown table and the terminal."""
+    cells = [
+        row.label,
+        f"{row.finished}/{row.runs}",
+        format_stat(row.final_test_acc, 100),
+        format_stat(row.best_test_acc, 100),
+    ]
+    if target is not None:
+        cells += [format_stat(row.epochs_to_target, digits=1), f"{row.reached}/{row.finished}"]
+    return [*cells, format_stat(row.seconds_per_epoch, digits=3), row.status]
+
+
+def markdown_table(rows: Sequence[Row], target: float | None = None) -> str:
+    columns = table_columns(target)
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for row in rows:
+        cells = [cell.replace("|", "\\|") for cell in table_cells(row, target)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = (
+    "setting", "runs", "finished",
+    "final_test_acc_mean", "final_test_acc_std", "best_test_acc_mean", "best_test_acc_std",
+    "target", "epochs_to_target_mean", "epochs_to_target_std", "reached_target",
+    "seconds_per_epoch_mean", "seconds_per_epoch_std", "status",
+)  # fmt: skip
+
+
+def csv_table(rows: Sequence[Row], target: float | None = None) -> str:
+    """Every row with raw numbers (accuracies as fractions); empty cells where undefined."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow(
+            [
+                row.label, row.runs, row.finished,
+                *_csv_stat(row.final_test_acc), *_csv_stat(row.best_test_acc),
+                "" if target is None else target,
+                *_csv_stat(row.epochs_to_target), "" if target is None else row.reached,
+                *_csv_stat(row.seconds_per_epoch), row.status,
+            ]
+        )  # fmt: skip
+    return buffer.getvalue()
+
+
+def _csv_stat(stat: Stat | None) -> tuple[Any, Any]:
+    if stat is None:
+        return "", ""
+    return repr(stat.mean), "" if stat.std is None else repr(stat.std)
+
+
+def write_report(
+    groups: Sequence[Group], rows: Sequence[Row], out_dir: Path, target: float | None = None
+) -> list[Path]:
+    """Write table.md, table.csv and the plots into ``out_dir``; return what was written.
+
+    ``rows`` are the groups' :func:`summarize_group` rows, in the same order.
+    """
+    from ssl_core.experiments import plots  # matplotlib is imported only when something is drawn
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / TABLE_MD, out_dir / TABLE_CSV]
+    atomic_write_text(written[0], markdown_table(rows, target))
+    atomic_write_text(written[1], csv_table(rows, target))
+    curves = {
+        group.label: [run.accuracy_curve for run in group.runs if run.finished and run.history]
+        for group in groups
+    }
+    if any(curves.values()):
+        written.append(plots.plot_accuracy(curves, out_dir / ACCURACY_PNG, target))
+    if target is not None and any(row.finished for row in rows):
+        bars = [
+            plots.TargetBar(group.label, reached_epochs(group, target), row.finished)
+            for group, row in zip(groups, rows, strict=True)
+        ]
+        written.append(plots.plot_epochs_to_target(bars, target, out_dir / EPOCHS_PNG))
+    return written

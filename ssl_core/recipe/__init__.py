@@ -1,0 +1,1 @@
+"""Recipes: the TOML file, its pydantic sections, overrides and the JSON schema."""

@@ -1,0 +1,401 @@
+"""The recipe: a TOML file validated by pydantic, section by section.
+
+The core validates ``[data]``, ``[model]``, ``[train]`` and ``[optim]``; each enabled
+plugin validates its own ``[plugins.NAME]`` table with its own settings model, and
+each dataset or model provider validates the extra keys of ``[data]`` / ``[model]``.
+Every error is one line naming the file and the dotted key path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ssl_core.api.plugin import STRICT, Plugin, PluginSettings
+from ssl_core.api.providers import DatasetProvider, ModelProvider, ProviderSettings, Registry
+from ssl_core.errors import RecipeError
+
+
+class Components(Protocol):
+    """What a recipe is validated against: the installed plugins, datasets and models.
+
+    :class:`ssl_core.engine.catalogue.Catalogue` is one (everything installed).
+    """
+
+    plugins: Registry[Plugin]
+    datasets: Registry[DatasetProvider]
+    models: Registry[ModelProvider]
+
+
+class Section(BaseModel):
+    model_config = STRICT
+
+
+class DataSpec(BaseModel):
+    """``[data]``: which dataset, how many labels, what to hold out.
+
+    Keys other than these are the dataset provider's own (validated by it).
+    """
+
+    model_config = ConfigDict(STRICT, extra="allow")
+
+    name: str = "mnist"
+    labels: int = Field(100, gt=0, description="labeled examples, balanced per class")
+    validation: int = Field(0, ge=0, description="examples held out of training for validation")
+    root: str | None = Field(None, description="data folder (else --data-dir, SSLRUN_DATA_DIR)")
+
+
+class ModelSpec(BaseModel):
+    """``[model]``: which classifier; other keys are the model provider's own."""
+
+    model_config = ConfigDict(STRICT, extra="allow")
+
+    name: str = "mnist_mlp"
+
+
+class TrainSpec(Section):
+    """``[train]``: the loop's budget and batch sizes, and what to do on numerical faults.
+
+    Batch sizes are per process: under torchrun the global batch is world size ×
+    ``labeled_batch`` (and × ``unlabeled_batch``); see docs/distributed.md.
+    """
+
+    epochs: int = Field(10, gt=0)
+    iterations_per_epoch: int = Field(234, gt=0)
+    labeled_batch: int = Field(64, gt=0)
+    unlabeled_batch: int = Field(256, gt=0)
+    eval_batch: int = Field(1000, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="'bf16': training forwards under bfloat16 autocast (weights, losses"
+        " and VAT's power iteration stay float32); see docs/architecture.md",
+    )
+    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop",
+        description="a NaN/inf loss: 'stop' the run (the last good checkpoint is kept) or"
+        " 'skip' the batch (no step; counted as skipped_batches in the epoch metrics)",
+    )
+    check_every: int = Field(
+        10,
+        gt=0,
+        description="read the non-finite guard every N steps (and before every checkpoint);"
+        " the step itself never waits for the device (on_nonfinite = 'skip' reads every step)",
+    )
+    checkpoint_every: int = Field(
+        0, ge=0, description="also checkpoint every N iterations within an epoch (0: at its end)"
+    )
+    bn_stats: Literal["labeled", "unlabeled"] = Field(
+        "labeled",
+        description="batch-norm statistics at evaluation: 'labeled', the running averages"
+        " of the labeled passes; 'unlabeled', re-estimated over unlabeled images before"
+        " each evaluation, as the Theano VAT code does after training (the running ones"
+        " are then reported too, as test_acc_labeled_bn)",
+    )
+    bn_stats_samples: int = Field(
+        10_000,
+        ge=0,
+        description="unlabeled images, a fixed subset drawn by seed, that re-estimate the"
+        " statistics for bn_stats = 'unlabeled' (0: all of them)",
+    )
+
+
+class OptimSpec(Section):
+    """``[optim]``: Adam and its learning-rate schedule.
+
+    ``constant``; ``exponential`` (lr × decay after every epoch); ``linear`` (VAT's:
+    constant, then linear decay to 0 over the last ``decay_fraction`` of the epochs,
+    switching Adam's β1 to ``beta1_decay`` when the decay starts).
+    """
+
+    lr: float = Field(2e-3, gt=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "exponential", "linear"] = "exponential"
+    decay: float = Field(0.9, gt=0, le=1, description="per-epoch factor for 'exponential'")
+    decay_fraction: float = Field(0.5, gt=0, le=1, description="tail fraction for 'linear'")
+    beta1_decay: float = Field(0.5, ge=0, lt=1, description="beta1 during the linear decay")
+
+
+class Recipe(Section):
+    """A whole recipe. ``plugins`` maps plugin names to their raw tables."""
+
+    name: str = "run"
+    seed: int = 0
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    optim: OptimSpec = Field(default_factory=OptimSpec)
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class ResolvedRecipe:
+    """A validated recipe plus the validated settings of its plugins and providers."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        plugin_settings: dict[str, PluginSettings],
+        data_settings: ProviderSettings,
+        model_settings: ProviderSettings,
+        source: str,
+        catalogue: Components,
+    ) -> None:
+        self.recipe = recipe
+        self.plugin_settings = plugin_settings
+        self.data_settings = data_settings
+        self.model_settings = model_settings
+        self.source = source
+        self.catalogue = catalogue
+
+    @property
+    def enabled_plugins(self) -> list[str]:
+        return [name for name, s in self.plugin_settings.items() if s.enabled]
+
+    def difference(self, recorded: dict[str, Any]) -> str | None:
+        """The first key where a run's recorded recipe and this one differ, or ``None``.
+
+        The recorded recipe (a run folder's ``recipe.toml`` or a checkpoint's copy) is
+        resolved again by the installed version first, so a setting added since the run
+        started counts as a difference only when this recipe moves it off its default.
+        """
+        try:
+            then = validate_recipe(recorded, self.catalogue, source="the recorded recipe")
+        except RecipeError as exc:
+            return str(exc)
+        return first_difference(then.to_dict(), self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fully resolved recipe (defaults filled in), as written to the run folder."""
+        data = self.recipe.model_dump(exclude={"plugins"})
+        data["data"].update(self.data_settings.model_dump())
+        data["model"].update(self.model_settings.model_dump())
+        data["plugins"] = {
+            name: settings.model_dump() for name, settings in self.plugin_settings.items()
+        }
+        return data
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: cannot read recipe: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: malformed TOML: {exc}") from None
+
+
+def load_recipe(
+    path: Path | str,
+    catalogue: Components,
+    overrides: Sequence[str] = (),
+    disable: Sequence[str] = (),
+) -> ResolvedRecipe:
+    """Read, override and validate a recipe file; raise :class:`RecipeError` on any fault."""
+    path = Path(path)
+    raw = read_toml(path)
+    for override in overrides:
+        apply_override(raw, override, where=f"{path}: --set {override}")
+    for name in disable:
+        tables = raw.get("plugins")
+        if not isinstance(tables, dict) or name not in tables:
+            present = sorted(tables) if isinstance(tables, dict) else []
+            raise RecipeError(
+                f"{path}: --disable {name}: the recipe has no plugin '{name}'"
+                + _suggest(name, present)
+            )
+        if isinstance(tables[name], dict):
+            tables[name]["enabled"] = False
+    return validate_recipe(raw, catalogue, source=str(path))
+
+
+def validate_recipe(raw: dict[str, Any], catalogue: Components, source: str) -> ResolvedRecipe:
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(_first_error(exc, source, Recipe)) from None
+
+    plugin_settings: dict[str, PluginSettings] = {}
+    for name, table in recipe.plugins.items():
+        if name not in catalogue.plugins:
+            raise RecipeError(
+                f"{source}: plugins.{name}: unknown plugin '{name}'"
+                + _suggest(name, catalogue.plugins.names())
+                + " (`sslrun plugins` lists the installed ones)"
+            )
+        plugin_cls: type[Plugin] = catalogue.plugins[name]
+        plugin_settings[name] = _validate_section(
+            plugin_cls.Settings, table, source, f"plugins.{name}"
+        )
+
+    data_settings = _provider_settings(catalogue.datasets, "data", recipe.data, DataSpec, source)
+    model_settings = _provider_settings(catalogue.models, "model", recipe.model, ModelSpec, source)
+    return ResolvedRecipe(recipe, plugin_settings, data_settings, model_settings, source, catalogue)
+
+
+def _provider_settings(
+    registry: Any, section: str, spec: BaseModel, spec_cls: type[BaseModel], source: str
+) -> ProviderSettings:
+    name = spec.name  # type: ignore[attr-defined]
+    if name not in registry:
+        raise RecipeError(
+            f"{source}: {section}.name: unknown {registry.kind} '{name}'"
+            + _suggest(name, registry.names())
+        )
+    extras = dict(spec.model_extra or {})
+    provider = registry[name]
+    try:
+        settings: ProviderSettings = provider.Settings.model_validate(extras)
+    except ValidationError as exc:
+        known = [*spec_cls.model_fields, *provider.Settings.model_fields]
+        raise RecipeError(_first_error(exc, source, provider.Settings, section, known)) from None
+    return settings
+
+
+def _validate_section(model: type[BaseModel], table: Any, source: str, prefix: str) -> Any:
+    if not isinstance(table, dict):
+        raise RecipeError(f"{source}: {prefix}: expected a table, got {type(table).__name__}")
+    try:
+        return model.model_validate(table)
+    except ValidationError as exc:
+        raise RecipeError(_first_error(exc, source, model, prefix)) from None
+
+
+def _first_error(
+    exc: ValidationError,
+    source: str,
+    model: type[BaseModel],
+    prefix: str = "",
+    known: list[str] | None = None,
+) -> str:
+    """One line: file, dotted key path, what is wrong (and a suggestion for typos)."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        candidates = known if known is not None else _fields_at(model, loc[:-1])
+        return f"{source}: {key}: unknown key" + _suggest(loc[-1], candidates)
+    message = error["msg"]
+    if error["type"] == "missing":
+        return f"{source}: {key}: required setting is missing"
+    return f"{source}: {key}: {message} (got {error.get('input')!r})"
+
+
+def _fields_at(model: type[BaseModel], path: list[str]) -> list[str]:
+    current: Any = model
+    for part in path:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    return list(getattr(current, "model_fields", {}))
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as one level of dotted keys: ``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """``key = old there, new now`` for the first dotted key whose values differ."""
+    old, new = flatten(then), flatten(now)
+    for key in dict.fromkeys([*old, *new]):
+        if old.get(key) != new.get(key):
+            return f"{key} = {old.get(key)!r} there, {new.get(key)!r} now"
+    return None
+
+
+# --- overrides ------------------------------------------------------------------------
+
+
+def parse_literal(text: str) -> Any:
+    """Parse an override value as a TOML literal; bare words are taken as strings."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        if text and all(ch.isalnum() or ch in "_-./" for ch in text):
+            return text
+        raise
+
+
+def apply_override(raw: dict[str, Any], override: str, where: str) -> None:
+    """Apply ``dotted.key=value`` to the raw recipe dict (validated afterwards)."""
+    key, sep, value_text = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RecipeError(f"{where}: expected KEY=VALUE")
+    try:
+        value = parse_literal(value_text.strip())
+    except tomllib.TOMLDecodeError:
+        raise RecipeError(f"{where}: value is not a TOML literal") from None
+    parts = key.split(".")
+    if any(not part for part in parts):
+        raise RecipeError(f"{where}: malformed key '{key}'")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: depth + 1])
+            raise RecipeError(f"{where}: '{prefix}' is a value, not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+# --- writing --------------------------------------------------------------------------
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Write the resolved recipe back as TOML (scalars, lists and nested tables)."""
+    lines: list[str] = []
+    _dump_table(data, [], lines)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _dump_table(table: dict[str, Any], path: list[str], lines: list[str]) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and v is not None}
+    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    if path and (scalars or not tables):
+        lines.append(f"\n[{'.'.join(path)}]")
+    for key, value in scalars.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in tables.items():
+        _dump_table(value, [*path, key], lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
