@@ -343,7 +343,7 @@ def accuracy(args: argparse.Namespace) -> str:
     budget = [f"train.epochs={args.epochs}", f"train.iterations_per_epoch={args.iterations}"]
     jobs = {}
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        for method in ("fat", "vat"):
+        for method in args.methods:
             for precision in PRECISIONS:
                 for seed in args.seeds:
                     overrides = [f"seed={seed}", f"train.precision={precision}", *budget]
@@ -358,13 +358,14 @@ def accuracy(args: argparse.Namespace) -> str:
             finals.setdefault((method, precision), []).append(100 * curve[-1]["test_acc"])
             seconds.setdefault((method, precision), []).extend(m["seconds"] for m in curve)
     lines = [
-        f"recipes/fat_mnist.toml and vat_mnist.toml, {args.epochs} epochs of {args.iterations}"
-        f" steps, seeds {args.seeds}, {args.jobs} runs of one thread at a time; final-epoch test"
-        " accuracy (%), mean ± std, and the difference of the means.\n",
+        ", ".join(f"recipes/{method}_mnist.toml" for method in args.methods)
+        + f", {args.epochs} epochs of {args.iterations} steps, seeds {args.seeds},"
+        f" {args.jobs} runs of one thread at a time; final-epoch test accuracy (%),"
+        " mean ± std, and the difference of the means.\n",
         "| method | fp32 | bf16 | bf16 − fp32 | s / epoch fp32 | s / epoch bf16 |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for method in ("fat", "vat"):
+    for method in args.methods:
         a, b = finals[method, "fp32"], finals[method, "bf16"]
         gap = statistics.mean(b) - statistics.mean(a)
         lines.append(
@@ -396,11 +397,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="accuracy runs at a time")
     parser.add_argument("--no-write", action="store_true", help="print, leave docs alone")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--methods", nargs="+", choices=["fat", "vat"], default=["fat", "vat"])
     args = parser.parse_args()
     for part in args.parts:
         name, title, measure = PARTS[part]
         if args.device == "cuda":
             name, title = f"{name}_cuda", f"{title} (CUDA: {torch.cuda.get_device_name(0)})"
+        if part == "accuracy" and args.methods != ["fat", "vat"]:
+            name, title = f"{name}_{'_'.join(args.methods)}", f"{title}: {', '.join(args.methods)}"
         body = measure(args)
         print(f"## {title}\n\n{body}\n", flush=True)
         if not args.no_write:
