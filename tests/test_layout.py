@@ -24,6 +24,7 @@ MAY_IMPORT = {
     "experiments": {"api", "engine", "errors", "recipe"},
     "cli": {"api", "engine", "errors", "experiments", "recipe"},
     "__main__": {"cli"},
+    "testing": {"api", "cli", "engine", "errors", "recipe"},
     "__init__": {"api", "engine"},
 }
 

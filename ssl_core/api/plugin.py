@@ -7,7 +7,7 @@ are specified in :mod:`ssl_core.engine.hookspecs`.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pluggy
 from pydantic import BaseModel, ConfigDict
@@ -42,15 +42,34 @@ class Plugin:
     ``order`` fixes the call order of every hook among the enabled plugins (lower
     first, ties broken by name), so a plugin that reads another's per-batch results
     from ``batch.shared`` declares a larger order than the plugin that writes them.
-    Built-in orders: supervised 0, vat 100, bad_samples 200, badgan 300.
+    Built-in orders: supervised 0, vat 100, bad_samples 200, badgan 300, ema and
+    mean_teacher 400, tensorboard 1000.
+
+    State: the core checkpoints every enabled plugin under ``plugin.<name>`` through
+    :meth:`state_dict` and :meth:`load_state_dict` (nothing, by default), and every
+    object a plugin hands to ``run.register_state``. A plugin that holds a module, an
+    optimizer, a generator or anything else with a ``state_dict`` that neither saves is
+    refused when the run starts, since its resumed run would silently differ; list
+    such attributes in ``unsaved`` when leaving them out is intended (a frozen,
+    pretrained network, say).
     """
 
     name: ClassVar[str]
     order: ClassVar[int] = 500
     Settings: ClassVar[type[PluginSettings]] = PluginSettings
+    unsaved: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
+
+    def state_dict(self) -> dict[str, Any]:
+        """The plugin's own state (counters, running values) for the checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise ValueError(f"plugin '{self.name}' keeps no state, but the checkpoint has some")
 
     def __repr__(self) -> str:
         return f"<plugin {self.name}>"

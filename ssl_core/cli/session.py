@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from ssl_core.cli.progress import RichReporter
-from ssl_core.engine.build import build_classifier, build_run, load_data
+from ssl_core.engine.build import build_run
 from ssl_core.engine.catalogue import Catalogue
-from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ssl_core.engine.checkpoint import CHECKPOINT_NAME
 from ssl_core.engine.distributed import World
-from ssl_core.engine.evaluation import evaluate, evaluation_models
-from ssl_core.engine.loop import train
+from ssl_core.engine.loop import restore_for_evaluation, train
 from ssl_core.engine.outputs import RECIPE_NAME, atomic_write_text, create_run_dir, default_run_dir
 from ssl_core.engine.reporter import Reporter
-from ssl_core.errors import RecipeError, TrainingError
-from ssl_core.recipe.spec import ResolvedRecipe, dump_toml, load_recipe, validate_recipe
+from ssl_core.engine.scores import scores
+from ssl_core.errors import RecipeError
+from ssl_core.recipe.spec import ResolvedRecipe, dump_toml, load_recipe
 
 
 def run_recipe(
@@ -29,12 +29,25 @@ def run_recipe(
     resume: Path | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Validate, prepare the run folder, train; return the summary.
-
-    Under torchrun (``WORLD_SIZE`` > 1) every rank runs this; rank 0 alone creates
-    the folder and writes into it, and shows progress.
-    """
+    """Validate a recipe file, prepare the run folder, train; return the summary."""
     resolved = load_recipe(recipe_path, catalogue, overrides, disable)
+    return train_resolved(resolved, catalogue, out, data_dir, resume, quiet)
+
+
+def train_resolved(
+    resolved: ResolvedRecipe,
+    catalogue: Catalogue,
+    out: Path | None = None,
+    data_dir: str | None = None,
+    resume: Path | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Prepare the run folder (new, or ``resume``'s) and train a validated recipe.
+
+    The in-process entry point (``ssl_core.testing.train_recipe`` uses it). Under
+    torchrun (``WORLD_SIZE`` > 1) every rank runs this; rank 0 alone creates the folder
+    and writes into it, and shows progress.
+    """
     if resume is not None and out is not None and out != resume:
         raise RecipeError("--out and --resume name different folders; give one")
     world = World.from_environment(resolved.recipe.train.device)
@@ -63,29 +76,21 @@ def prepare_run_dir(resolved: ResolvedRecipe, out: Path | None, resume: Path | N
 
 
 def evaluate_run(run_dir: Path, catalogue: Catalogue, data_dir: str | None) -> dict[str, Any]:
-    """Rebuild the run's model from its recipe and checkpoint; report test accuracy."""
-    checkpoint = run_dir / CHECKPOINT_NAME
-    if not checkpoint.is_file():
+    """Score a run folder's checkpoint: the classifier and every plugin model, every split.
+
+    The run is rebuilt from the folder's ``recipe.toml``; the checkpoint must hold a run
+    of that recipe (a checkpoint copied from elsewhere is refused, naming the key).
+    """
+    if not (run_dir / CHECKPOINT_NAME).is_file():
         raise RecipeError(f"{run_dir}: no {CHECKPOINT_NAME} (is this a run folder?)")
+    resolved = load_recipe(run_dir / RECIPE_NAME, catalogue)
+    run = build_run(resolved, catalogue, out_dir=run_dir, data_dir=data_dir)
     try:
-        state = load_checkpoint(checkpoint)
-    except Exception as exc:
-        raise TrainingError(f"{checkpoint}: unreadable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or not {"recipe", "states", "epochs_done"} <= set(state):
-        raise TrainingError(f"{checkpoint}: not an sslrun checkpoint")
-    resolved = validate_recipe(state["recipe"], catalogue, source=str(checkpoint))
-    data = load_data(resolved, catalogue, data_dir)
-    model = build_classifier(resolved, catalogue, data)
-    try:
-        model.load_state_dict(state["states"]["classifier"])
-    except (KeyError, RuntimeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TrainingError(f"{checkpoint}: the classifier does not load ({reason})") from None
-    result: dict[str, Any] = {"run": str(run_dir), "epochs_done": state["epochs_done"]}
-    eval_batch = resolved.recipe.train.eval_batch
-    for suffix, scored in evaluation_models(model, data, resolved.recipe).items():
-        result[f"test_acc{suffix}"] = evaluate(scored, data.test_x, data.test_y, eval_batch)
-    position = state.get("position", {})
-    if position.get("iteration"):  # an interrupted epoch: say how far it got
-        result["iterations_into_next_epoch"] = position["iteration"]
+        position = restore_for_evaluation(run)
+        result: dict[str, Any] = {"run": str(run_dir), "epochs_done": position.epoch}
+        result.update(scores(run))
+    finally:
+        run.plugins.unregister()
+    if position.mid_epoch:  # an interrupted epoch: say how far it got
+        result["iterations_into_next_epoch"] = position.iteration
     return result

@@ -44,8 +44,8 @@ class ActivePlugins:
         self.pm = pm
         self.ordered = order_plugins(plugins)
         for plugin in self.ordered:
-            try:
-                pm.register(plugin, name=f"plugin:{plugin.name}")
+            try:  # a name per instance: runs built one after another never collide
+                pm.register(plugin, name=f"plugin:{plugin.name}:{id(plugin)}")
                 pm.check_pending()
             except pluggy.PluginValidationError as exc:
                 self.unregister()

@@ -33,6 +33,7 @@ TRAINING_HOOKS = frozenset(
         "sslrun_pre_batch",
         "sslrun_collect_losses",
         "sslrun_after_step",
+        "sslrun_evaluation_model",
         "sslrun_epoch_end",
         "sslrun_run_end",
     }

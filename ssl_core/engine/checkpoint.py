@@ -166,6 +166,8 @@ class Checkpoint:
         """Load every registered state and this rank's RNG state over the live ones."""
         states = self.payload["states"]
         for name, obj in run.states.items():
+            if name not in states:  # an empty state the writer's version did not save
+                continue
             try:
                 obj.load_state_dict(states[name])
             except Exception as exc:  # a shape or key mismatch must not pass silently
@@ -203,7 +205,10 @@ def read_checkpoint(run: Run) -> Checkpoint:
             f"{path}: written by {payload['world_size']} process(es), resumed with"
             f" {run.world.size}; resume with the same number of processes"
         )
-    saved, live = set(payload["states"]), set(run.states)
+    saved = set(payload["states"])
+    # A state that holds nothing (a stateless plugin) may be missing from a checkpoint
+    # written before plugins were checkpointed by default.
+    live = {name for name, obj in run.states.items() if name in saved or obj.state_dict()}
     if saved != live:
         raise TrainingError(
             f"{path}: checkpoint holds states {sorted(saved)}, the run has {sorted(live)}"

@@ -1,4 +1,8 @@
-"""Test and validation accuracy, with the batch-norm statistics the recipe asks for."""
+"""Accuracy of a model on a split, sharded under torchrun; batch-norm statistics for it.
+
+Nothing here knows a run: :meth:`ssl_core.engine.run.Run.evaluate` is the entry point
+for plugins, :mod:`ssl_core.engine.scores` the epoch's (and ``sslrun evaluate``'s) scores.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from torch import Tensor, nn
 
 from ssl_core.engine.bn import reestimated_copy
 from ssl_core.engine.data import SplitData
-from ssl_core.engine.run import Run
+from ssl_core.engine.distributed import World
 from ssl_core.recipe.spec import Recipe
 
 #: The subset that re-estimates batch-norm statistics is drawn from seed + this offset
@@ -20,34 +24,29 @@ def count_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> in
     """Correct predictions of ``model`` in evaluation mode (running batch-norm statistics)."""
     was_training = model.training
     model.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=y.device)
     for start in range(0, len(y), batch_size):
         logits = model(x[start : start + batch_size])
-        correct += int((logits.argmax(dim=1) == y[start : start + batch_size]).sum())
+        correct += (logits.argmax(dim=1) == y[start : start + batch_size]).sum()
     model.train(was_training)
-    return correct
+    return int(correct)  # one read of the device for the whole split
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
-    """Accuracy of ``model`` in evaluation mode (running batch-norm statistics)."""
+    """Accuracy of ``model`` in evaluation mode, in this process."""
     return count_correct(model, x, y, batch_size) / max(len(y), 1)
 
 
-def evaluate_split(
-    run: Run, split: str, x: Tensor, y: Tensor, model: nn.Module | None = None
-) -> dict[str, float]:
-    """Accuracy of ``model`` (the classifier by default) on a split, as ``<split>_acc``.
+def split_accuracy(world: World, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
+    """Accuracy on a split; under torchrun each rank scores its own share, counts summed.
 
-    Under torchrun each rank scores its own share and the counts are summed.
+    Every rank must call it (the counts are summed with a collective).
     """
-    share = run.world.eval_range(len(y))
+    share = world.eval_range(len(y))
     correct = count_correct(
-        model if model is not None else run.classifier,
-        x[share.start : share.stop],
-        y[share.start : share.stop],
-        run.recipe.train.eval_batch,
+        model, x[share.start : share.stop], y[share.start : share.stop], batch_size
     )
-    return {f"{split}_acc": run.world.sum(correct) / max(len(y), 1)}
+    return world.sum(correct) / max(len(y), 1)
 
 
 def evaluation_models(
@@ -57,8 +56,8 @@ def evaluation_models(
 
     With ``bn_stats = "unlabeled"`` the headline model is a copy whose batch-norm
     statistics are re-estimated over a fixed, seeded subset of the unlabeled images
-    (:func:`ssl_core.engine.bn.reestimated_copy`); the classifier with its running statistics
-    from the labeled passes is scored too, under the suffix ``_labeled_bn``.
+    (:func:`ssl_core.engine.bn.reestimated_copy`); the classifier with its running
+    statistics from the labeled passes is scored too, under the suffix ``_labeled_bn``.
     """
     spec = recipe.train
     if spec.bn_stats == "labeled":
@@ -69,17 +68,3 @@ def evaluation_models(
     subset = torch.randperm(len(unlabeled), generator=generator)[:count].sort().values
     twin = reestimated_copy(classifier, unlabeled[subset.to(unlabeled.device)], spec.eval_batch)
     return {"": twin, "_labeled_bn": classifier}
-
-
-def evaluate_run_splits(run: Run) -> dict[str, float]:
-    """Test (and validation) accuracy of every model of :func:`evaluation_models`."""
-    data = run.data
-    splits = [("test", data.test_x, data.test_y)]
-    if len(data.val_y):
-        splits.append(("val", data.val_x, data.val_y))
-    metrics: dict[str, float] = {}
-    for suffix, model in evaluation_models(run.classifier, data, run.recipe).items():
-        for split, x, y in splits:
-            for key, value in evaluate_split(run, split, x, y, model).items():
-                metrics[key + suffix] = value
-    return metrics

@@ -24,6 +24,7 @@ settings and called in their deterministic order, see :mod:`ssl_core.engine.acti
             sslrun_after_step(run, batch)          # e.g. a generator's own step (not
                                                    # called for a skipped non-finite batch)
         evaluation on the test (and validation) set
+            sslrun_evaluation_model(run)           # plugin models scored beside the classifier
         sslrun_epoch_end(run, epoch, metrics)      # extra metrics, schedules (lambda warm-up)
         checkpoint
     sslrun_run_end(run, summary)                   # artefacts: plots, image grids
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from torch import Tensor, nn
 
     from ssl_core.api.providers import DatasetProvider, ModelProvider
     from ssl_core.engine.context import BatchContext
@@ -136,6 +137,19 @@ def sslrun_after_step(run: Run, batch: BatchContext) -> None:
     A plugin that owns its own optimizer (the Bad GAN generator) steps it here. Not
     called for a batch skipped because of a non-finite loss
     (``train.on_nonfinite = "skip"``).
+    """
+
+
+@hookspec
+def sslrun_evaluation_model(run: Run) -> nn.Module | None:
+    """Return a model of this plugin's to score beside the classifier (or ``None``).
+
+    Called at every evaluation: after each epoch's training steps, and by ``sslrun
+    evaluate`` on a run folder's checkpoint. The core scores the model like the
+    classifier (evaluation mode, sharded under torchrun, its buffers first broadcast
+    from rank 0) on the test set, and the validation set when there is one, and
+    reports ``<plugin>_<split>_acc`` (``ema_test_acc``). To score a model elsewhere,
+    call ``run.evaluate(model, split)``.
     """
 
 

@@ -14,6 +14,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
+from torch import nn
+
+from ssl_core.api.plugin import Plugin, PluginSettings
 from ssl_core.engine.checkpoint import Position, read_checkpoint, save_checkpoint
 from ssl_core.engine.context import BatchContext
 from ssl_core.engine.data import EpochlessSampler
@@ -25,7 +29,7 @@ from ssl_core.engine.run import Run
 from ssl_core.engine.signals import StopSignals
 from ssl_core.engine.step import train_step
 from ssl_core.engine.tally import EpochTally, epoch_metrics
-from ssl_core.errors import TrainingInterrupted
+from ssl_core.errors import TrainingError, TrainingInterrupted
 
 
 def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> dict[str, Any]:
@@ -39,6 +43,7 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
     world = run.world
     samplers = register_core_state(run)
     run.plugins.call("sslrun_setup", run=run)
+    register_plugin_states(run)
     log = MetricsLog(run.out_dir / METRICS_NAME) if run.out_dir and world.is_main else None
     state = restore(run, log) if resume else LoopState()
     reporter.start(run.recipe.name, spec.epochs, spec.iterations_per_epoch, state.position.epoch)
@@ -108,6 +113,52 @@ def register_core_state(run: Run) -> Samplers:
     run.register_state("labeled_sampler", samplers.labeled)
     run.register_state("unlabeled_sampler", samplers.unlabeled)
     return samplers
+
+
+def register_plugin_states(run: Run) -> None:
+    """Every enabled plugin under ``plugin.<name>``; refuse state nothing would save.
+
+    Called after ``sslrun_setup``, when plugins have built what they own. An attribute
+    holding a module, an optimizer, a ``torch.Generator`` or any object with a
+    ``state_dict``, that is neither registered nor covered by the plugin's own
+    ``state_dict``, would make a resumed run differ without a word.
+    """
+    for plugin in run.plugins.ordered:
+        run.register_state(f"plugin.{plugin.name}", plugin)
+    saved = {id(obj) for obj in run.states.values()}
+    for plugin in run.plugins.ordered:
+        if type(plugin).state_dict is not Plugin.state_dict:
+            continue  # the plugin saves what it holds itself
+        for attribute, value in vars(plugin).items():
+            if attribute in plugin.unsaved or id(value) in saved or not is_stateful(value):
+                continue
+            raise TrainingError(
+                f"plugin '{plugin.name}' holds {attribute} (a {type(value).__name__}) that"
+                " no checkpoint saves: hand it to run.register_state in sslrun_setup,"
+                " return it from the plugin's state_dict, or name it in the plugin's unsaved"
+            )
+
+
+def is_stateful(value: object) -> bool:
+    """Whether ``value`` changes as a run goes and so belongs in a checkpoint."""
+    if isinstance(value, (nn.Module, torch.optim.Optimizer, torch.Generator)):
+        return True
+    return callable(getattr(value, "state_dict", None)) and not isinstance(value, PluginSettings)
+
+
+def restore_for_evaluation(run: Run) -> Position:
+    """Load a run folder's checkpoint into ``run`` to score it; where the run stood.
+
+    Builds what training would (the core state, ``sslrun_setup``) and loads the
+    checkpoint over it, checked against the run's recipe like a resume, so every
+    plugin's models (an EMA copy, a teacher) are there to score as well.
+    """
+    register_core_state(run)
+    run.plugins.call("sslrun_setup", run=run)
+    register_plugin_states(run)
+    saved = read_checkpoint(run)
+    saved.apply(run)
+    return saved.position
 
 
 @dataclass

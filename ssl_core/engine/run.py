@@ -12,6 +12,7 @@ from ssl_core.api.plugin import PluginSettings
 from ssl_core.engine.active import ActivePlugins
 from ssl_core.engine.data import SplitData
 from ssl_core.engine.distributed import World
+from ssl_core.engine.evaluation import split_accuracy
 from ssl_core.engine.optim import build_optimizer
 from ssl_core.recipe.spec import Recipe, ResolvedRecipe
 
@@ -65,6 +66,20 @@ class Run:
 
     def settings(self, plugin: str) -> PluginSettings:
         return self.resolved.plugin_settings[plugin]
+
+    def evaluate(self, model: nn.Module | None = None, split: str = "test") -> float:
+        """Accuracy of ``model`` (the classifier by default) on ``"test"`` or ``"val"``.
+
+        In evaluation mode (running batch-norm statistics, no noise or dropout), in
+        batches of ``train.eval_batch``; under torchrun each rank scores its share and
+        the counts are summed, so every rank must call it.
+        """
+        if split not in ("test", "val"):
+            raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+        data = self.data
+        x, y = (data.test_x, data.test_y) if split == "test" else (data.val_x, data.val_y)
+        chosen = model if model is not None else self.classifier
+        return split_accuracy(self.world, chosen, x, y, self.recipe.train.eval_batch)
 
     def register_state(self, name: str, obj: Stateful) -> None:
         """Checkpoint ``obj`` (a module, an optimizer, a schedule) under ``name``."""

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ssl_core.engine.evaluation import evaluate_run_splits
 from ssl_core.engine.optim import epoch_hyperparameters
 from ssl_core.engine.run import Run
+from ssl_core.engine.scores import scores
 from ssl_core.errors import TrainingError
 
 
@@ -77,8 +77,7 @@ def epoch_metrics(run: Run, epoch: int, tally: EpochTally) -> dict[str, Any]:
         metrics[name] = sum(sums.get(name, 0.0) for sums, _ in ranks) / max(steps, 1)
     if run.recipe.train.on_nonfinite == "skip":
         metrics["skipped_batches"] = tally.skipped
-    run.world.sync_buffers(run.classifier)
-    metrics.update(evaluate_run_splits(run))
+    metrics.update(scores(run))
     metrics["seconds"] = seconds
     for plugin, extra in run.plugins.call(
         "sslrun_epoch_end", run=run, epoch=epoch, metrics=dict(metrics)

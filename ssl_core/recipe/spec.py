@@ -42,7 +42,7 @@ class DataSpec(BaseModel):
     Keys other than these are the dataset provider's own (validated by it).
     """
 
-    model_config = ConfigDict(STRICT, extra="allow")
+    model_config = STRICT | ConfigDict(extra="allow")
 
     name: str = "mnist"
     labels: int = Field(100, gt=0, description="labeled examples, balanced per class")
@@ -53,7 +53,7 @@ class DataSpec(BaseModel):
 class ModelSpec(BaseModel):
     """``[model]``: which classifier; other keys are the model provider's own."""
 
-    model_config = ConfigDict(STRICT, extra="allow")
+    model_config = STRICT | ConfigDict(extra="allow")
 
     name: str = "mnist_mlp"
 
