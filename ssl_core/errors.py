@@ -10,9 +10,18 @@ class SslrunError(Exception):
 
 
 class RecipeError(SslrunError):
-    """A recipe, override or command-line argument is invalid (exit 2)."""
+    """A recipe, override or command-line argument is invalid (exit 2).
+
+    ``key`` is the dotted recipe key at fault and ``detail`` what is wrong with it,
+    when the error is about one key (so the command line can name its own ``--set``).
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, key: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.detail = detail
 
 
 class DataError(SslrunError):

@@ -41,7 +41,7 @@ def test_train_writes_a_complete_run_folder(tmp_path):
         "summary.json",
     ]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert [r["epoch"] for r in records] == [1, 2]  # numbered from 1, as on screen
     assert {"epoch", "test_acc", "seconds", "ce", "lr"} <= set(records[0])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["final_test_acc"] == records[-1]["test_acc"]
@@ -143,5 +143,7 @@ def test_console_script_runs_in_a_subprocess(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "final_test_acc" in result.stderr  # the summary table
+    assert "final_test_acc" in result.stdout  # the summary table: a result
+    assert "epoch   1" in result.stderr  # the log of the run
+    assert f"run folder: {tmp_path / 'sub'}" in result.stdout.splitlines()[-1]
     assert (tmp_path / "sub" / "summary.json").exists()

@@ -93,7 +93,7 @@ def catalogue() -> Catalogue:
 @pytest.fixture
 def sslrun(catalogue, capsys, monkeypatch):
     """``sslrun ARGS`` in-process with the test plugins installed: (exit code, stderr)."""
-    monkeypatch.setattr(cli, "_catalogue", lambda: catalogue)
+    monkeypatch.setattr(cli, "_catalogue", lambda trace=False: catalogue)
 
     def invoke(*args: str) -> tuple[int, str]:
         capsys.readouterr()

@@ -106,11 +106,15 @@ def test_sigint_checkpoints_and_resume_reproduces_the_uninterrupted_run(interrup
     assert run.returncode == 130, run.stderr
     lines = error_lines(run.stderr)
     assert len(lines) == 1 and "interrupted by SIGINT" in lines[0], run.stderr
-    assert f"--resume {run.out}" in lines[0] and "Traceback" not in run.stderr
+    assert f"sslrun resume {run.out}" in lines[0] and "Traceback" not in run.stderr
     checkpoint = load_checkpoint(run.out / CHECKPOINT_NAME)  # weights_only=True
     summary = json.loads((run.out / "summary.json").read_text())
     assert summary["status"] == "interrupted"
-    assert summary["stopped_at"] == checkpoint["position"]
+    position = checkpoint["position"]
+    assert summary["stopped_at"] == {
+        "epochs_done": position["epoch"],
+        "iteration": position["iteration"],
+    }
     assert 1 <= checkpoint["epochs_done"] < TRAIN["epochs"]
 
     assert sslrun(str(run.recipe), "--resume", str(run.out), "--quiet") == 0

@@ -143,7 +143,7 @@ def interrupt_and_resume(catalogue: Catalogue, tmp_path: Path, at_step: int) -> 
     with pytest.raises(TrainingInterrupted) as info:
         train(catalogue, recipe, out)
     assert info.value.exit_code == 130
-    assert "interrupted by SIGINT" in str(info.value) and f"--resume {out}" in str(info.value)
+    assert "interrupted by SIGINT" in str(info.value) and f"sslrun resume {out}" in str(info.value)
     assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
     train(catalogue, recipe, out, resume=True)
     return out

@@ -160,6 +160,33 @@ def test_parse_literal_accepts_toml_and_bare_words():
     assert parse_literal("[1, 2]") == [1, 2]
 
 
+@pytest.mark.parametrize("text", ["~/data", "runs/a b", "/data/mnist-2", "1e-6x"])
+def test_text_that_is_no_toml_literal_is_a_string(text):
+    assert parse_literal(text) == text
+
+
+@pytest.mark.parametrize("text", ["[1, 2", "{a = 1", '"open', "'open"])
+def test_an_unclosed_toml_value_stays_an_error(text):
+    with pytest.raises(tomllib.TOMLDecodeError):
+        parse_literal(text)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epoch=3", "--set train.epoch=3: train.epoch: unknown key (did you mean 'epochs'?)"),
+        ("plugins.vat.eps=-1", "--set plugins.vat.eps=-1: plugins.vat.eps: Input should be"),
+        ("plugins.vta.eps=1", "--set plugins.vta.eps=1: plugins.vta: unknown plugin 'vta'"),
+    ],
+)
+def test_a_bad_override_is_reported_as_the_command_lines(tmp_path, catalogue, override, message):
+    path = tmp_path / "recipe.toml"
+    path.write_text(dump_toml(tiny_recipe(plugins={"supervised": {}, "vat": {}})))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, catalogue, [override])
+    assert str(info.value).startswith(message)
+
+
 def test_apply_override_creates_tables():
     raw: dict = {}
     apply_override(raw, "plugins.vat.eps=2", where="w")

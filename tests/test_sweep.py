@@ -86,7 +86,7 @@ def test_set_option_values_are_toml_literals():
 
 @pytest.mark.parametrize(
     "option",
-    ["novalue", "=1", "a..b=1", "a=1,,2", "a=[1,2", "a=1]", "a=x y", 'a="open', "a="],
+    ["novalue", "=1", "a..b=1", "a=1,,2", "a=[1,2", "a=1]", 'a="open', "a="],
 )
 def test_malformed_set_is_refused_naming_the_option(option):
     with pytest.raises(RecipeError, match=re.escape(f"--set {option}")):

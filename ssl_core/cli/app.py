@@ -1,46 +1,77 @@
 """The ``sslrun`` command line.
 
-``sslrun RECIPE.toml`` trains (it is short for ``sslrun train RECIPE.toml``); the
-other commands validate recipes, print the schema, list plugins and evaluate runs.
-Every failure is one line on stderr with exit code 2 (bad input) or 1 (training).
+``sslrun RECIPE`` is short for ``sslrun train RECIPE``. Results (the summary table, JSON,
+a resolved recipe, tables) go to stdout; progress, the line per epoch, warnings and
+errors to stderr. Every failure is one line on stderr, and the exit code says which
+kind: 2 bad input, 1 a failure during training, 128 + the signal for an interrupt.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
+import types
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from typer.core import TyperArgument
 
 from ssl_core.cli import sweep_commands
+from ssl_core.cli.progress import output_console
+from ssl_core.engine.active import TRACE_ENV
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.errors import SslrunError
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
-    help="Composable semi-supervised regularizers: VAT, Bad GAN and FAT as plugins.",
+    help="Composable semi-supervised regularizers: VAT, Bad GAN and FAT as plugins."
+    " `sslrun RECIPE` is short for `sslrun train RECIPE`.",
 )
-console = Console()
-err_console = Console(stderr=True)
+console = output_console()
+err_console = output_console(stderr=True)
 
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", help="override a recipe key: dotted.key=TOML-value (repeatable)"),
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="override a recipe key, e.g. plugins.vat.eps=2 (a TOML value, or a bare"
+        " string such as ~/data); repeatable",
+    ),
 ]
 DisableOption = Annotated[
     list[str] | None,
-    typer.Option("--disable", help="switch off the named plugin (repeatable)"),
+    typer.Option("--disable", metavar="PLUGIN", help="switch the plugin off; repeatable"),
+]
+SeedOption = Annotated[
+    int | None, typer.Option("--seed", metavar="N", help="shorthand for --set seed=N")
+]
+DataDirOption = Annotated[
+    str | None,
+    typer.Option(
+        "--data-dir", metavar="DIR", help="data folder (before data.root and SSLRUN_DATA_DIR)"
+    ),
+]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", help="no progress display; print the summary as JSON")
+]
+TraceOption = Annotated[
+    bool,
+    typer.Option(
+        "--trace", help=f"print every hook call, its plugin and its duration ({TRACE_ENV}=1)"
+    ),
 ]
 
 
-def _catalogue() -> Catalogue:
+def _catalogue(trace: bool = False) -> Catalogue:
+    if trace:
+        os.environ[TRACE_ENV] = "1"
     catalogue = Catalogue.discover()
     for warning in catalogue.warnings:
         err_console.print(f"warning: {warning}", highlight=False)
@@ -49,16 +80,20 @@ def _catalogue() -> Catalogue:
 
 @app.command()
 def train(
-    recipe: Annotated[Path, typer.Argument(help="recipe TOML file")],
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe TOML file")],
     set_: SetOption = None,
     disable: DisableOption = None,
-    seed: Annotated[int | None, typer.Option(help="shorthand for --set seed=N")] = None,
-    out: Annotated[Path | None, typer.Option(help="run folder (default runs/NAME-TIME)")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="data folder")] = None,
-    resume: Annotated[
-        Path | None, typer.Option(help="continue the run in this folder from its checkpoint")
+    seed: SeedOption = None,
+    out: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="run folder (default runs/NAME-TIME)")
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress display")] = False,
+    data_dir: DataDirOption = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="continue this run folder (as `sslrun resume DIR`)"),
+    ] = None,
+    quiet: QuietOption = False,
+    trace: TraceOption = False,
 ) -> None:
     """Train a recipe and write a run folder (recipe, metrics, summary, checkpoint)."""
     from ssl_core.cli.session import run_recipe
@@ -66,30 +101,76 @@ def train(
     overrides = list(set_ or []) + ([f"seed={seed}"] if seed is not None else [])
     summary = run_recipe(
         recipe,
-        _catalogue(),
+        _catalogue(trace),
         overrides=overrides,
         disable=list(disable or []),
         out=out,
         data_dir=data_dir,
         resume=resume,
         quiet=quiet,
+        command=command_line(),
     )
-    if quiet and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 speaks
+    _print_summary(summary, quiet)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a run folder")],
+    set_: SetOption = None,
+    data_dir: DataDirOption = None,
+    quiet: QuietOption = False,
+    trace: TraceOption = False,
+) -> None:
+    """Continue an interrupted run from its checkpoint, with the folder's own recipe.
+
+    --set may add epochs (train.epochs, unless the schedule is linear) or change
+    threads; a finished run with nothing left to train is left as it is.
+    """
+    from ssl_core.cli.session import finished_summary, resume_run
+
+    catalogue = _catalogue(trace)
+    summary = resume_run(run_dir, catalogue, list(set_ or []), data_dir, quiet, command_line())
+    if summary is None:  # finished, and nothing asked for more: the folder is left alone
+        summary = finished_summary(run_dir) or {}
+        err_console.print(
+            f"{run_dir}: finished after {summary.get('epochs')} epochs; nothing to resume"
+            " (add epochs with --set train.epochs=N)",
+            highlight=False,
+        )
+        quiet = True
+    _print_summary(summary, quiet)
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 speaks
         console.print_json(json.dumps(summary))
+
+
+def command_line() -> str:
+    """This process's command line as it was typed (for summary.json)."""
+    return shlex.join(["sslrun", *sys.argv[1:]])
 
 
 @app.command()
 def validate(
-    recipe: Annotated[Path, typer.Argument(help="recipe TOML file")],
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe TOML file")],
     set_: SetOption = None,
     disable: DisableOption = None,
+    seed: SeedOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
-    """Check a recipe (with overrides) and print it fully resolved, defaults included."""
-    from ssl_core.recipe.spec import dump_toml, load_recipe
+    """Check a recipe as train would (data, model, plugins built) and print it resolved."""
+    from ssl_core.cli.session import check_recipe
 
-    resolved = load_recipe(recipe, _catalogue(), list(set_ or []), list(disable or []))
-    console.print(dump_toml(resolved.to_dict()), highlight=False, markup=False)
-    err_console.print(f"{recipe}: valid; plugins enabled: {', '.join(resolved.enabled_plugins)}")
+    overrides = list(set_ or []) + ([f"seed={seed}"] if seed is not None else [])
+    resolved = check_recipe(recipe, _catalogue(), overrides, list(disable or []), data_dir)
+    from ssl_core.recipe.spec import dump_toml
+
+    console.print(dump_toml(resolved.to_dict()), highlight=False, markup=False, soft_wrap=True)
+    err_console.print(
+        f"{recipe}: valid; plugins enabled: {', '.join(resolved.enabled_plugins)}",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -136,17 +217,17 @@ def implemented_hooks(component: type) -> list[str]:
 
 @app.command()
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="a run folder holding checkpoint.pt")],
-    data_dir: Annotated[str | None, typer.Option(help="data folder")] = None,
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a run folder")],
+    data_dir: DataDirOption = None,
 ) -> None:
-    """Test accuracy of a run folder's checkpoint, on the recipe's test set."""
+    """Score a run folder's checkpoint: the classifier and every plugin model, each split."""
     from ssl_core.cli.session import evaluate_run
 
     console.print_json(json.dumps(evaluate_run(run_dir, _catalogue(), data_dir)))
 
 
 sweep_commands.register(app)  # sweeps and reports live in their own module
-COMMANDS = {"train", "validate", "schema", "plugins", "evaluate", "sweep", "report"}
+COMMANDS = {"train", "resume", "validate", "schema", "plugins", "evaluate", "sweep", "report"}
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -155,6 +236,9 @@ def main(argv: list[str] | None = None) -> Any:
     if args and not args[0].startswith("-") and args[0] not in COMMANDS:
         args.insert(0, "train")
     command = typer.main.get_command(app)
+    plain_usage(command)
+    if not args:
+        args = ["--help"]
     try:
         code = command.main(args=args, prog_name="sslrun", standalone_mode=False)
         # With standalone_mode=False the parser returns (not raises) the exit code of
@@ -174,6 +258,19 @@ def main(argv: list[str] | None = None) -> Any:
             message, code = f"unexpected {type(exc).__name__}: {exc}", 1
         _fail(message, code)
     return 0
+
+
+def plain_usage(command: Any) -> None:
+    """Arguments by their plain names in usage and help (``RECIPE``, not ``{RECIPE} <path>``)."""
+    for sub in getattr(command, "commands", {}).values():
+        plain_usage(sub)
+    for param in command.params:
+        if isinstance(param, TyperArgument):
+            shown = param.metavar if param.required else f"[{param.metavar}]"
+            # typer's own usage wraps arguments in braces and adds their type
+            usage = types.MethodType(lambda self, shown=shown: shown, param)
+            param._usage_display_name = usage  # type: ignore[method-assign]
+            param.display_type = types.MethodType(lambda self, ctx: None, param)  # type: ignore[method-assign]
 
 
 def _fail(message: str, code: int) -> None:

@@ -5,6 +5,7 @@ Progress and logs go to stderr; a run's results (``--quiet``'s JSON summary) to 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -50,8 +51,14 @@ class SmoothedRate:
 class RichReporter(Reporter):
     """An epoch bar (steps, steps/s, elapsed), an overall bar with a smoothed ETA."""
 
-    def __init__(self, console: Console | None = None, refresh_every: int = 10) -> None:
+    def __init__(
+        self,
+        console: Console | None = None,
+        refresh_every: int = 10,
+        results: Console | None = None,
+    ) -> None:
         self.console = console or Console(stderr=True)
+        self.results = results or output_console()
         self.refresh_every = refresh_every
         self.progress: Progress | None = None
         self.epoch_task: Any = None
@@ -108,7 +115,7 @@ class RichReporter(Reporter):
 
     def epoch(self, metrics: dict[str, Any]) -> None:
         self.rate.pause()
-        shown = [f"epoch {metrics['epoch'] + 1:>3}"]
+        shown = [f"epoch {metrics['epoch']:>3}"]
         for key in HEADLINE:
             if key in metrics:
                 shown.append(f"{key}={_fmt(metrics[key])}")
@@ -126,10 +133,19 @@ class RichReporter(Reporter):
         for key, value in summary.items():
             if isinstance(value, (int, float, str)) and key != "name":
                 table.add_row(key, _fmt(value))
-        self.console.print(table)
+        self.results.print(table)
 
     def message(self, text: str) -> None:
         self.console.print(text, highlight=False)
+
+    def result(self, text: str) -> None:
+        self.results.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def output_console(stderr: bool = False) -> Console:
+    """A console that does not wrap at 80 columns when its output is piped or redirected."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 200)
 
 
 def _terms(terms: Mapping[str, Tensor]) -> str:

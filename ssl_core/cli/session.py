@@ -1,7 +1,9 @@
-"""From a recipe file to a finished run folder; from a run folder to an evaluation."""
+"""From a recipe file to a finished run folder; from a run folder to a resumed or scored run."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,14 @@ from ssl_core.engine.build import build_run
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME
 from ssl_core.engine.distributed import World
-from ssl_core.engine.loop import restore_for_evaluation, train
-from ssl_core.engine.outputs import RECIPE_NAME, atomic_write_text, create_run_dir, default_run_dir
+from ssl_core.engine.loop import prepare_training, restore_for_evaluation, train
+from ssl_core.engine.outputs import (
+    RECIPE_NAME,
+    SUMMARY_NAME,
+    atomic_write_text,
+    create_run_dir,
+    default_run_dir,
+)
 from ssl_core.engine.reporter import Reporter
 from ssl_core.engine.scores import scores
 from ssl_core.errors import RecipeError
@@ -28,10 +36,46 @@ def run_recipe(
     data_dir: str | None = None,
     resume: Path | None = None,
     quiet: bool = False,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Validate a recipe file, prepare the run folder, train; return the summary."""
     resolved = load_recipe(recipe_path, catalogue, overrides, disable)
-    return train_resolved(resolved, catalogue, out, data_dir, resume, quiet)
+    provenance = {"command": command, "recipe_file": str(recipe_path), "overrides": list(overrides)}
+    return train_resolved(resolved, catalogue, out, data_dir, resume, quiet, provenance)
+
+
+def resume_run(
+    run_dir: Path,
+    catalogue: Catalogue,
+    overrides: Sequence[str] = (),
+    data_dir: str | None = None,
+    quiet: bool = False,
+    command: str | None = None,
+) -> dict[str, Any] | None:
+    """Continue the run in ``run_dir`` from its checkpoint, with the folder's own recipe.
+
+    ``overrides`` may change what a resume may (more epochs, threads; see
+    ``ssl_core.engine.checkpoint.RESUME_MAY_CHANGE``); anything else is refused naming
+    the key. A finished run with nothing left to train is not touched (``None``).
+    """
+    recipe = run_dir / RECIPE_NAME
+    if not recipe.is_file():
+        raise RecipeError(f"{run_dir}: no {RECIPE_NAME} (is this a run folder?)")
+    resolved = load_recipe(recipe, catalogue, overrides)
+    finished = finished_summary(run_dir)
+    if finished is not None and finished.get("epochs", 0) >= resolved.recipe.train.epochs:
+        return None
+    provenance = {"command": command, "overrides": list(overrides)}
+    return train_resolved(resolved, catalogue, None, data_dir, run_dir, quiet, provenance)
+
+
+def finished_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run folder's summary when it says the run finished, else ``None``."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and summary.get("status") == "finished" else None
 
 
 def train_resolved(
@@ -41,12 +85,14 @@ def train_resolved(
     data_dir: str | None = None,
     resume: Path | None = None,
     quiet: bool = False,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Prepare the run folder (new, or ``resume``'s) and train a validated recipe.
 
     The in-process entry point (``ssl_core.testing.train_recipe`` uses it). Under
     torchrun (``WORLD_SIZE`` > 1) every rank runs this; rank 0 alone creates the folder
-    and writes into it, and shows progress.
+    and writes into it, and shows progress. ``provenance`` (the command line, the
+    overrides) goes into ``summary.json``.
     """
     if resume is not None and out is not None and out != resume:
         raise RecipeError("--out and --resume name different folders; give one")
@@ -54,14 +100,33 @@ def train_resolved(
     try:
         run_dir = world.on_main(lambda: prepare_run_dir(resolved, out, resume))
         run = build_run(resolved, catalogue, out_dir=run_dir, data_dir=data_dir, world=world)
+        run.provenance = {k: v for k, v in (provenance or {}).items() if v is not None}
+        run.provenance["started_at"] = now()
         reporter: Reporter = RichReporter() if world.is_main and not quiet else Reporter()
         reporter.message(f"run folder: {run_dir}")
         try:
-            return train(run, reporter, resume=resume is not None)
+            summary = train(run, reporter, resume=resume is not None)
         finally:
             run.plugins.unregister()
+        reporter.result(f"run folder: {run_dir} ({', '.join(written_files(run_dir))})")
+        return summary
     finally:
         world.close()
+
+
+def now() -> str:
+    """The time of day in ISO 8601, UTC, to the second."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def written_files(run_dir: Path) -> list[str]:
+    return sorted(path.name for path in run_dir.iterdir() if not path.name.startswith("."))
+
+
+def run_name(resolved: ResolvedRecipe) -> str:
+    """The recipe's name, and the plugins it switches off (``fat_mnist-no-bad_samples``)."""
+    off = [name for name, settings in resolved.plugin_settings.items() if not settings.enabled]
+    return "-".join([resolved.recipe.name, *(f"no-{name}" for name in off)])
 
 
 def prepare_run_dir(resolved: ResolvedRecipe, out: Path | None, resume: Path | None) -> Path:
@@ -70,9 +135,31 @@ def prepare_run_dir(resolved: ResolvedRecipe, out: Path | None, resume: Path | N
         if not (resume / CHECKPOINT_NAME).is_file():
             raise RecipeError(f"--resume {resume}: no {CHECKPOINT_NAME} there")
         return resume
-    run_dir = create_run_dir(out or default_run_dir(resolved.recipe.name))
+    run_dir = create_run_dir(out or default_run_dir(run_name(resolved)))
     atomic_write_text(run_dir / RECIPE_NAME, dump_toml(resolved.to_dict()))
     return run_dir
+
+
+def check_recipe(
+    recipe_path: Path,
+    catalogue: Catalogue,
+    overrides: Sequence[str] = (),
+    disable: Sequence[str] = (),
+    data_dir: str | None = None,
+) -> ResolvedRecipe:
+    """Validate a recipe and build what training would start with, writing nothing.
+
+    Data, model and plugins are built and ``sslrun_setup`` runs, so a recipe that
+    cannot train (a model that cannot take the data, a plugin that fails in setup,
+    state no checkpoint would save) is refused here rather than at its first step.
+    """
+    resolved = load_recipe(recipe_path, catalogue, overrides, disable)
+    run = build_run(resolved, catalogue, data_dir=data_dir)
+    try:
+        prepare_training(run)
+    finally:
+        run.plugins.unregister()
+    return resolved
 
 
 def evaluate_run(run_dir: Path, catalogue: Catalogue, data_dir: str | None) -> dict[str, Any]:

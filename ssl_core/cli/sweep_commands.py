@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -31,6 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ssl_core.cli.progress import output_console
 from ssl_core.engine.outputs import SUMMARY_NAME
 from ssl_core.errors import RecipeError, SslrunError, TrainingError
 from ssl_core.experiments.folders import Plan, PlannedRun
@@ -47,8 +47,8 @@ from ssl_core.experiments.report import (
 )
 from ssl_core.experiments.sweep import run_sweep
 
-console = Console()
-err_console = Console(stderr=True)
+console = output_console()
+err_console = output_console(stderr=True)
 
 TargetOption = Annotated[
     float | None,
@@ -169,7 +169,8 @@ def print_table(rows: list[Row], target: float | None, title: str) -> None:
     table = Table(title=title)
     for index, column in enumerate(table_columns(target)):
         left = index == 0 or column == "status"
-        table.add_column(column, justify="left" if left else "right", overflow="fold")
+        justify: Literal["left", "right"] = "left" if left else "right"
+        table.add_column(column, justify=justify, overflow="fold", no_wrap=index == 0)
     for row in rows:
         cells = [escape(cell) for cell in table_cells(row, target)]
         table.add_row(*cells, style=None if row.status == "ok" else "yellow")

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from ssl_core.engine.run import Run
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: Recipe keys a resume may change: none alters what the finished steps computed.
+#: ``train.epochs`` may grow too, unless the learning-rate schedule depends on it.
+RESUME_MAY_CHANGE = ("train.threads", "train.check_every", "train.checkpoint_every", "data.root")
 #: Bumped whenever the layout changes; an older checkpoint is refused, never guessed at.
 FORMAT = 2
 
@@ -122,7 +125,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def save_checkpoint(
-    run: Run, position: Position, history: list[dict[str, Any]], epoch_state: dict[str, Any]
+    run: Run,
+    position: Position,
+    history: list[dict[str, Any]],
+    epoch_state: dict[str, Any],
+    wall_seconds: float = 0.0,
 ) -> None:
     """Checkpoint the run at ``position``; every rank calls it, rank 0 writes.
 
@@ -139,6 +146,8 @@ def save_checkpoint(
         "epochs_done": position.epoch,
         "position": asdict(position),
         "history": history,
+        "wall_seconds": wall_seconds,
+        "started_at": run.provenance.get("started_at"),
         "states": {name: obj.state_dict() for name, obj in run.states.items()},
         "ranks": ranks,
     }
@@ -149,6 +158,13 @@ def save_checkpoint(
         raise TrainingError(f"{path}: cannot write checkpoint ({exc})") from None
 
 
+def numbered_from_one(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Epoch records numbered 1, 2, ...; a checkpoint of an older version counted from 0."""
+    if history and history[0].get("epoch") == 0:
+        return [{**record, "epoch": record["epoch"] + 1} for record in history]
+    return history
+
+
 class Checkpoint:
     """A run folder's checkpoint, read and checked against the live run."""
 
@@ -156,7 +172,9 @@ class Checkpoint:
         self.path = path
         self.payload = payload
         self.position = Position(**payload["position"])
-        self.history: list[dict[str, Any]] = list(payload["history"])
+        self.history = numbered_from_one(list(payload["history"]))
+        #: Wall-clock seconds of the stretches before this checkpoint.
+        self.wall_seconds = float(payload.get("wall_seconds", 0.0))
 
     def rank_state(self, rank: int) -> dict[str, Any]:
         """This rank's running state of the interrupted epoch (empty at a boundary)."""
@@ -195,11 +213,12 @@ def read_checkpoint(run: Run) -> Checkpoint:
             f"{path}: checkpoint layout {payload.get('format')!r} is not {FORMAT};"
             " it cannot be resumed exactly by this version"
         )
-    difference = run.resolved.difference(payload["recipe"])
+    difference = run.resolved.difference(payload["recipe"], {*RESUME_MAY_CHANGE, "train.epochs"})
     if difference is not None:
         raise TrainingError(
             f"{path}: the recipe differs from the one the run was started with ({difference})"
         )
+    _check_epochs(path, payload, run)
     if payload["world_size"] != run.world.size:
         raise TrainingError(
             f"{path}: written by {payload['world_size']} process(es), resumed with"
@@ -214,6 +233,24 @@ def read_checkpoint(run: Run) -> Checkpoint:
             f"{path}: checkpoint holds states {sorted(saved)}, the run has {sorted(live)}"
         )
     return Checkpoint(path, payload)
+
+
+def _check_epochs(path: Path, payload: dict[str, Any], run: Run) -> None:
+    """A resume may train for more epochs than first asked, where that changes nothing done."""
+    before, now = int(payload["recipe"]["train"]["epochs"]), run.recipe.train.epochs
+    if now == before:
+        return
+    if run.recipe.optim.schedule == "linear":
+        raise TrainingError(
+            f"{path}: train.epochs = {now}, the run was started with {before}; the linear"
+            " schedule decays over the total, so it cannot change in a resume"
+        )
+    position = Position(**payload["position"])
+    needed = position.epoch + 1 if position.mid_epoch else position.epoch
+    if now < needed:
+        raise TrainingError(
+            f"{path}: train.epochs = {now}, but the run has already reached epoch {needed}"
+        )
 
 
 def _read(path: Path) -> dict[str, Any]:

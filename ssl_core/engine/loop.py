@@ -8,10 +8,14 @@ the data-parallel adapter :mod:`ssl_core.engine.distributed`.
 
 from __future__ import annotations
 
-import math
+import datetime as dt
+import platform
 import signal
+import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,13 +27,21 @@ from ssl_core.engine.context import BatchContext
 from ssl_core.engine.data import EpochlessSampler
 from ssl_core.engine.nonfinite import NonFiniteGuard
 from ssl_core.engine.optim import apply_hyperparameters, epoch_hyperparameters
-from ssl_core.engine.outputs import METRICS_NAME, SUMMARY_NAME, MetricsLog, write_summary
+from ssl_core.engine.outputs import (
+    METRICS_NAME,
+    RECIPE_NAME,
+    SUMMARY_NAME,
+    MetricsLog,
+    atomic_write_text,
+    write_summary,
+)
 from ssl_core.engine.reporter import Reporter
 from ssl_core.engine.run import Run
 from ssl_core.engine.signals import StopSignals
 from ssl_core.engine.step import train_step
 from ssl_core.engine.tally import EpochTally, epoch_metrics
 from ssl_core.errors import TrainingError, TrainingInterrupted
+from ssl_core.recipe.spec import dump_toml
 
 
 def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> dict[str, Any]:
@@ -41,13 +53,13 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
     reporter = reporter or Reporter()
     spec = run.recipe.train
     world = run.world
-    samplers = register_core_state(run)
-    run.plugins.call("sslrun_setup", run=run)
-    register_plugin_states(run)
+    samplers = prepare_training(run)
     log = MetricsLog(run.out_dir / METRICS_NAME) if run.out_dir and world.is_main else None
     state = restore(run, log) if resume else LoopState()
+    if resume:
+        reporter.message(f"resuming {where_it_stands(state.position, spec.epochs)}")
     reporter.start(run.recipe.name, spec.epochs, spec.iterations_per_epoch, state.position.epoch)
-    started = time.perf_counter()
+    started = time.perf_counter() - state.wall_seconds  # earlier stretches count too
     global_step = state.position.global_step
     guard = NonFiniteGuard(spec.check_every)
 
@@ -68,20 +80,22 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
                 if done < spec.iterations_per_epoch and (stopping or periodic):
                     guard.check(world)
                     here = Position(epoch, done, global_step)
-                    save_checkpoint(run, here, state.history, tally.state_dict())
+                    wall = time.perf_counter() - started
+                    save_checkpoint(run, here, state.history, tally.state_dict(), wall)
                     if stopping:
-                        raise interrupted(run, reporter, state.history, started, stop, here)
+                        raise interrupted(run, reporter, state.history, wall, stop, here)
 
             guard.check(world)
             metrics = epoch_metrics(run, epoch, tally)
             state.history.append(metrics)
             if log is not None:
                 log.append(metrics)
-            save_checkpoint(run, Position(epoch + 1, 0, global_step), state.history, {})
+            wall = time.perf_counter() - started
+            here = Position(epoch + 1, 0, global_step)
+            save_checkpoint(run, here, state.history, {}, wall)
             reporter.epoch(metrics)
             if epoch + 1 < spec.epochs and world.any(stop.requested)[0]:
-                here = Position(epoch + 1, 0, global_step)
-                raise interrupted(run, reporter, state.history, started, stop, here)
+                raise interrupted(run, reporter, state.history, wall, stop, here)
 
     summary = summarize(run, state.history, time.perf_counter() - started)
     if run.out_dir is not None and world.is_main:
@@ -153,12 +167,18 @@ def restore_for_evaluation(run: Run) -> Position:
     checkpoint over it, checked against the run's recipe like a resume, so every
     plugin's models (an EMA copy, a teacher) are there to score as well.
     """
-    register_core_state(run)
-    run.plugins.call("sslrun_setup", run=run)
-    register_plugin_states(run)
+    prepare_training(run)
     saved = read_checkpoint(run)
     saved.apply(run)
     return saved.position
+
+
+def prepare_training(run: Run) -> Samplers:
+    """Everything before the first step: the core state, ``sslrun_setup``, plugin state."""
+    samplers = register_core_state(run)
+    run.plugins.call("sslrun_setup", run=run)
+    register_plugin_states(run)
+    return samplers
 
 
 @dataclass
@@ -168,6 +188,7 @@ class LoopState:
     position: Position = field(default_factory=Position)
     history: list[dict[str, Any]] = field(default_factory=list)
     tally: EpochTally | None = None
+    wall_seconds: float = 0.0
 
 
 def restore(run: Run, log: MetricsLog | None) -> LoopState:
@@ -181,12 +202,30 @@ def restore(run: Run, log: MetricsLog | None) -> LoopState:
     saved = read_checkpoint(run)
     if log is not None:
         log.rewrite(saved.history)
+        keep_recipe_file(run)
     tally = None
     if saved.position.mid_epoch:
         begin_epoch(run, saved.position.epoch)
         tally = EpochTally.from_state(saved.rank_state(run.world.rank), run.device)
     saved.apply(run)
-    return LoopState(saved.position, saved.history, tally)
+    run.provenance["started_at"] = saved.payload.get("started_at", run.provenance.get("started_at"))
+    return LoopState(saved.position, saved.history, tally, saved.wall_seconds)
+
+
+def where_it_stands(position: Position, epochs: int) -> str:
+    """``at epoch 3 of 10, after iteration 9`` or ``after epoch 2 of 10`` (1-based)."""
+    if position.mid_epoch:
+        return f"at epoch {position.epoch + 1} of {epochs}, after iteration {position.iteration}"
+    return f"after epoch {position.epoch} of {epochs}"
+
+
+def keep_recipe_file(run: Run) -> None:
+    """The folder's ``recipe.toml`` is the resumed recipe (a resume may add epochs)."""
+    assert run.out_dir is not None
+    path = run.out_dir / RECIPE_NAME
+    text = dump_toml(run.resolved.to_dict())
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
 
 
 def begin_epoch(run: Run, epoch: int) -> EpochTally:
@@ -216,36 +255,83 @@ def draw_batch(
 
 
 def summarize(run: Run, history: list[dict[str, Any]], wall: float) -> dict[str, Any]:
+    """The run's ``summary.json``: outcome, accuracies, time, and what produced it.
+
+    ``wall_seconds`` counts every stretch of a resumed run; epochs are numbered from 1.
+    """
     accs = [record["test_acc"] for record in history]
     best = max(range(len(accs)), key=accs.__getitem__) if accs else -1
     summary: dict[str, Any] = {
         "name": run.recipe.name,
         "status": "finished",
         "epochs": len(history),
-        "final_test_acc": accs[-1] if accs else math.nan,
-        "best_test_acc": accs[best] if accs else math.nan,
-        "best_epoch": best + 1,
+        "final_test_acc": accs[-1] if accs else None,
+        "best_test_acc": accs[best] if accs else None,
+        "best_epoch": best + 1 if accs else None,
         "seconds_per_epoch": sum(r["seconds"] for r in history) / max(len(history), 1),
         "wall_seconds": wall,
     }
     if history and "val_acc" in history[-1]:
         summary["final_val_acc"] = history[-1]["val_acc"]
+    summary.update(run_provenance(run))
     return summary
+
+
+def run_provenance(run: Run) -> dict[str, Any]:
+    """What a reader needs to tell how the run was made (and rerun it)."""
+    return {
+        "seed": run.recipe.seed,
+        "device": str(run.device),
+        "threads": torch.get_num_threads(),
+        "processes": run.world.size,
+        "precision": run.recipe.train.precision,
+        "versions": software_versions(),
+        **run.provenance,
+        "ended_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def software_versions() -> dict[str, str | None]:
+    """Python, torch and sslrun versions; the git commit of sslrun's source, if a checkout."""
+    source = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "sslrun": ssl_version(),
+        "git_commit": commit or None,
+    }
+
+
+def ssl_version() -> str:
+    try:
+        return metadata.version("sslrun")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def interrupted(
     run: Run,
     reporter: Reporter,
     history: list[dict[str, Any]],
-    started: float,
+    wall: float,
     stop: StopSignals,
     position: Position,
 ) -> TrainingInterrupted:
     """Write the summary of an interrupted run; the error that ends it (one line)."""
     signum = stop.received or signal.SIGTERM
-    summary = summarize(run, history, time.perf_counter() - started)
+    summary = summarize(run, history, wall)
     summary["status"] = "interrupted"
-    summary["stopped_at"] = asdict(position)
+    summary["stopped_at"] = {"epochs_done": position.epoch, "iteration": position.iteration}
     where = f"epoch {position.epoch + 1}, after iteration {position.iteration}"
     if not position.mid_epoch:
         where = f"the end of epoch {position.epoch}"
@@ -254,7 +340,7 @@ def interrupted(
     reporter.finish(summary)
     cause = signal.Signals(signum).name if stop.received else "a signal to another process"
     saved = (
-        f"checkpoint saved; continue with --resume {run.out_dir}"
+        f"checkpoint saved; continue with: sslrun resume {run.out_dir}"
         if run.out_dir is not None
         else "nothing saved (no run folder)"
     )

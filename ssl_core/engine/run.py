@@ -59,6 +59,8 @@ class Run:
         self.optimizer = build_optimizer(classifier, self.recipe.optim)
         self.epoch = 0
         self.states: dict[str, Stateful] = {}
+        #: How the run was asked for (command line, overrides), for its summary.json.
+        self.provenance: dict[str, Any] = {}
 
     @property
     def num_classes(self) -> int:

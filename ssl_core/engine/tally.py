@@ -70,7 +70,7 @@ def epoch_metrics(run: Run, epoch: int, tally: EpochTally) -> dict[str, Any]:
         torch.cuda.synchronize(run.device)
     seconds = tally.elapsed()
     lr, _ = epoch_hyperparameters(run.recipe.optim, epoch, run.recipe.train.epochs)
-    metrics: dict[str, Any] = {"epoch": epoch, "lr": lr}
+    metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}  # 1 for the first, as on screen
     ranks = run.world.gather(({k: float(v) for k, v in tally.sums.items()}, tally.steps))
     steps = sum(count for _, count in ranks)
     for name in ranks[0][0]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -159,18 +159,19 @@ class ResolvedRecipe:
     def enabled_plugins(self) -> list[str]:
         return [name for name, s in self.plugin_settings.items() if s.enabled]
 
-    def difference(self, recorded: dict[str, Any]) -> str | None:
+    def difference(self, recorded: dict[str, Any], ignore: Collection[str] = ()) -> str | None:
         """The first key where a run's recorded recipe and this one differ, or ``None``.
 
         The recorded recipe (a run folder's ``recipe.toml`` or a checkpoint's copy) is
         resolved again by the installed version first, so a setting added since the run
         started counts as a difference only when this recipe moves it off its default.
+        Keys in ``ignore`` may differ.
         """
         try:
             then = validate_recipe(recorded, self.catalogue, source="the recorded recipe")
         except RecipeError as exc:
             return str(exc)
-        return first_difference(then.to_dict(), self.to_dict())
+        return first_difference(then.to_dict(), self.to_dict(), ignore)
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved recipe (defaults filled in), as written to the run folder."""
@@ -209,7 +210,7 @@ def load_recipe(
     path = Path(path)
     raw = read_toml(path)
     for override in overrides:
-        apply_override(raw, override, where=f"{path}: --set {override}")
+        apply_override(raw, override, where=f"--set {override}")
     for name in disable:
         tables = raw.get("plugins")
         if not isinstance(tables, dict) or name not in tables:
@@ -220,23 +221,42 @@ def load_recipe(
             )
         if isinstance(tables[name], dict):
             tables[name]["enabled"] = False
-    return validate_recipe(raw, catalogue, source=str(path))
+    try:
+        return validate_recipe(raw, catalogue, source=str(path))
+    except RecipeError as exc:
+        culprit = _override_of(exc.key, overrides)
+        if culprit is None or exc.detail is None:
+            raise
+        message = f"--set {culprit}: {exc.key}: {exc.detail}"
+        raise RecipeError(message, exc.key, exc.detail) from None
+
+
+def _override_of(key: str | None, overrides: Sequence[str]) -> str | None:
+    """The last ``--set`` that wrote ``key``, a table holding it, or a key inside it."""
+    if key is None:
+        return None
+    for override in reversed(overrides):
+        written = override.partition("=")[0].strip()
+        if key == written or key.startswith(written + ".") or written.startswith(key + "."):
+            return override
+    return None
 
 
 def validate_recipe(raw: dict[str, Any], catalogue: Components, source: str) -> ResolvedRecipe:
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise RecipeError(_first_error(exc, source, Recipe)) from None
+        raise _first_error(exc, source, Recipe) from None
 
     plugin_settings: dict[str, PluginSettings] = {}
     for name, table in recipe.plugins.items():
         if name not in catalogue.plugins:
-            raise RecipeError(
-                f"{source}: plugins.{name}: unknown plugin '{name}'"
+            detail = (
+                f"unknown plugin '{name}'"
                 + _suggest(name, catalogue.plugins.names())
                 + " (`sslrun plugins` lists the installed ones)"
             )
+            raise RecipeError(f"{source}: plugins.{name}: {detail}", f"plugins.{name}", detail)
         plugin_cls: type[Plugin] = catalogue.plugins[name]
         plugin_settings[name] = _validate_section(
             plugin_cls.Settings, table, source, f"plugins.{name}"
@@ -262,7 +282,7 @@ def _provider_settings(
         settings: ProviderSettings = provider.Settings.model_validate(extras)
     except ValidationError as exc:
         known = [*spec_cls.model_fields, *provider.Settings.model_fields]
-        raise RecipeError(_first_error(exc, source, provider.Settings, section, known)) from None
+        raise _first_error(exc, source, provider.Settings, section, known) from None
     return settings
 
 
@@ -272,7 +292,7 @@ def _validate_section(model: type[BaseModel], table: Any, source: str, prefix: s
     try:
         return model.model_validate(table)
     except ValidationError as exc:
-        raise RecipeError(_first_error(exc, source, model, prefix)) from None
+        raise _first_error(exc, source, model, prefix) from None
 
 
 def _first_error(
@@ -281,18 +301,19 @@ def _first_error(
     model: type[BaseModel],
     prefix: str = "",
     known: list[str] | None = None,
-) -> str:
+) -> RecipeError:
     """One line: file, dotted key path, what is wrong (and a suggestion for typos)."""
     error = exc.errors()[0]
     loc = [str(part) for part in error["loc"]]
     key = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         candidates = known if known is not None else _fields_at(model, loc[:-1])
-        return f"{source}: {key}: unknown key" + _suggest(loc[-1], candidates)
-    message = error["msg"]
-    if error["type"] == "missing":
-        return f"{source}: {key}: required setting is missing"
-    return f"{source}: {key}: {message} (got {error.get('input')!r})"
+        detail = "unknown key" + _suggest(loc[-1], candidates)
+    elif error["type"] == "missing":
+        detail = "required setting is missing"
+    else:
+        detail = f"{error['msg']} (got {error.get('input')!r})"
+    return RecipeError(f"{source}: {key}: {detail}", key=key, detail=detail)
 
 
 def _fields_at(model: type[BaseModel], path: list[str]) -> list[str]:
@@ -322,11 +343,13 @@ def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
+def first_difference(
+    then: dict[str, Any], now: dict[str, Any], ignore: Collection[str] = ()
+) -> str | None:
     """``key = old there, new now`` for the first dotted key whose values differ."""
     old, new = flatten(then), flatten(now)
     for key in dict.fromkeys([*old, *new]):
-        if old.get(key) != new.get(key):
+        if key not in ignore and old.get(key) != new.get(key):
             return f"{key} = {old.get(key)!r} there, {new.get(key)!r} now"
     return None
 
@@ -335,11 +358,16 @@ def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
 
 
 def parse_literal(text: str) -> Any:
-    """Parse an override value as a TOML literal; bare words are taken as strings."""
+    """An override value: a TOML literal if it is one, else the text itself as a string.
+
+    ``5``, ``1e-6``, ``true``, ``[100, 100]`` and ``"quoted"`` are TOML; ``original``,
+    ``~/data`` or ``runs/a b`` are taken as they are, as Hydra takes them. Text that
+    opens a TOML array, table or string without closing it stays an error.
+    """
     try:
         return tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
-        if text and all(ch.isalnum() or ch in "_-./" for ch in text):
+        if text and text[0] not in "[{\"'":
             return text
         raise
 
