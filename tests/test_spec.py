@@ -220,3 +220,8 @@ def test_an_integer_is_a_float_and_a_field_may_allow_infinity():
 
     assert Settings(scale=3).scale == 3.0
     assert Settings(limit=float("inf")).limit == float("inf")
+
+
+def test_any_key_and_string_round_trip_through_toml():
+    data = {"name": 'a\nb"c\\d\x00', "train": {"#": 0, "a b": 1}, "plugins": {"x.y": {"k": "é"}}}
+    assert tomllib.loads(dump_toml(data)) == data

@@ -9,6 +9,8 @@ Every error is one line naming the file and the dotted key path.
 from __future__ import annotations
 
 import difflib
+import json
+import re
 import tomllib
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -395,6 +397,8 @@ def apply_override(raw: dict[str, Any], override: str, where: str) -> None:
     node[parts[-1]] = value
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
 # --- writing --------------------------------------------------------------------------
 
 
@@ -409,11 +413,16 @@ def _dump_table(table: dict[str, Any], path: list[str], lines: list[str]) -> Non
     scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and v is not None}
     tables = {k: v for k, v in table.items() if isinstance(v, dict)}
     if path and (scalars or not tables):
-        lines.append(f"\n[{'.'.join(path)}]")
+        lines.append(f"\n[{'.'.join(map(_toml_key, path))}]")
     for key, value in scalars.items():
-        lines.append(f"{key} = {_toml_value(value)}")
+        lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
     for key, value in tables.items():
         _dump_table(value, [*path, key], lines)
+
+
+def _toml_key(key: str) -> str:
+    """A bare key where TOML allows one, else a quoted one (``"#"``, ``"a b"``)."""
+    return key if _BARE_KEY.fullmatch(key) else _toml_value(key)
 
 
 def _toml_value(value: Any) -> str:
@@ -421,9 +430,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
+    if isinstance(value, str):  # JSON's escapes are TOML's: quotes, backslashes, newlines
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
