@@ -8,6 +8,7 @@ The public surface for plugin authors, importable from here:
   :class:`ImageDataset`: named datasets and classifiers;
 - :class:`Run` and :class:`BatchContext`: what every training hook receives;
 - :func:`frozen_bn_stats`: extra forward passes that leave batch-norm statistics alone;
+- :func:`full_precision`: logits in float32 for a loss, whatever the training precision;
 - :mod:`ssl_core.math`: the paper's formulas (VAT directions, bad samples, the K+1 terms).
 
 Everything else (the loop, checkpoints, sweeps, the command line) is internal and may
@@ -20,6 +21,7 @@ from ssl_core.api.plugin import Plugin, PluginSettings, hookimpl
 from ssl_core.api.providers import DatasetProvider, ImageDataset, ModelProvider, ProviderSettings
 from ssl_core.engine.bn import frozen_bn_stats
 from ssl_core.engine.context import BatchContext
+from ssl_core.engine.precision import full_precision
 from ssl_core.engine.run import Run
 
 __version__ = "0.1.0"
@@ -35,5 +37,6 @@ __all__ = [
     "Run",
     "__version__",
     "frozen_bn_stats",
+    "full_precision",
     "hookimpl",
 ]
