@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ssl_core import BatchContext, Plugin, PluginSettings, Run, hookimpl
 from ssl_core.cli.session import evaluate_run
-from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, write_checkpoint_file
 from ssl_core.engine.loop import train
 from ssl_core.errors import TrainingError
 from ssl_core.testing import (
@@ -132,7 +132,7 @@ def test_a_checkpoint_from_before_plugin_states_resumes(tmp_path):
     path = tmp_path / "run" / CHECKPOINT_NAME
     payload = load_checkpoint(path)
     payload["states"] = {k: v for k, v in payload["states"].items() if not k.startswith("plugin.")}
-    torch.save(payload, path)  # as an older version wrote it
+    write_checkpoint_file(payload, path)  # as an older version saved its states
     summary = train_recipe(tiny_recipe(plugins=plugins), tmp_path / "run", InterruptAt, resume=True)
     assert summary is not None and summary["status"] == "finished"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 from typing import Any, ClassVar
 
@@ -181,8 +182,6 @@ def test_hook_results_reach_the_metrics(recorder_catalogue):
 
 
 def test_epoch_end_metrics_and_batch_stats_are_logged(recorder_catalogue, tmp_path):
-    from ssl_core.engine.outputs import MetricsLog
-
     resolved = validate_recipe(
         tiny_recipe(plugins={"supervised": {}, "recorder": {}}), recorder_catalogue, "t.toml"
     )
@@ -191,7 +190,8 @@ def test_epoch_end_metrics_and_batch_stats_are_logged(recorder_catalogue, tmp_pa
         train(run)
     finally:
         run.plugins.unregister()
-    records = MetricsLog(tmp_path / "metrics.jsonl").read()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
     assert [r["recorder_epoch"] for r in records] == [0.0, 1.0]
     assert all(r["recorder_stat"] == 2.0 and r["recorder_zero"] == 0.0 for r in records)
 

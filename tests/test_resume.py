@@ -21,7 +21,7 @@ from ssl_core import hookimpl
 from ssl_core.api.plugin import Plugin, PluginSettings
 from ssl_core.cli.session import run_recipe
 from ssl_core.engine.catalogue import Catalogue
-from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, write_checkpoint_file
 from ssl_core.engine.context import BatchContext
 from ssl_core.engine.run import Run
 from ssl_core.errors import TrainingError, TrainingInterrupted
@@ -206,10 +206,16 @@ def test_periodic_checkpoint_survives_a_crash_and_resumes_exactly(catalogue, ref
     assert_identical(final_states(out), final_states(reference))
 
 
+def killed_before_its_summary(out: Path) -> None:
+    """The run folder as a run killed after its last checkpoint leaves it: no summary."""
+    (out / "summary.json").unlink()
+
+
 def test_resume_drops_a_metrics_line_written_after_the_checkpoint(catalogue, tmp_path):
     recipe = write_recipe(tmp_path, "r", plugins={"supervised": {}})
     out = tmp_path / "run"
     train(catalogue, recipe, out)
+    killed_before_its_summary(out)
     before = (out / "metrics.jsonl").read_text()
     with (out / "metrics.jsonl").open("a") as handle:  # a crash after logging an epoch
         handle.write(json.dumps({"epoch": 3, "test_acc": 0.5, "seconds": 1.0}) + "\n")
@@ -220,6 +226,7 @@ def test_resume_drops_a_metrics_line_written_after_the_checkpoint(catalogue, tmp
 def test_resume_with_another_recipe_is_refused(catalogue, tmp_path):
     out = tmp_path / "run"
     train(catalogue, write_recipe(tmp_path, "a", plugins={"supervised": {}}), out)
+    killed_before_its_summary(out)
     other = write_recipe(tmp_path, "b", plugins={"supervised": {}}, optim={"lr": 0.5})
     with pytest.raises(TrainingError, match="recipe differs .*optim.lr = 0.01 there, 0.5 now"):
         train(catalogue, other, out, resume=True)
@@ -229,10 +236,12 @@ def test_a_checkpoint_from_before_a_setting_existed_resumes(catalogue, tmp_path)
     recipe = write_recipe(tmp_path, "a", plugins={"supervised": {}})
     out = tmp_path / "run"
     train(catalogue, recipe, out)
+    killed_before_its_summary(out)
     state = load_checkpoint(out / CHECKPOINT_NAME)
     del state["recipe"]["train"]["bn_stats"]  # written by a version without the setting
-    torch.save(state, out / CHECKPOINT_NAME)
+    write_checkpoint_file(state, out / CHECKPOINT_NAME)
     train(catalogue, recipe, out, resume=True)
+    killed_before_its_summary(out)
     moved = write_recipe(tmp_path, "a", plugins={"supervised": {}}, train={"bn_stats": "unlabeled"})
     with pytest.raises(TrainingError, match="train.bn_stats = 'labeled' there, 'unlabeled' now"):
         train(catalogue, moved, out, resume=True)
@@ -242,22 +251,31 @@ def test_resume_with_another_number_of_processes_is_refused(catalogue, tmp_path)
     recipe = write_recipe(tmp_path, "a", plugins={"supervised": {}})
     out = tmp_path / "run"
     train(catalogue, recipe, out)
+    killed_before_its_summary(out)
     state = load_checkpoint(out / CHECKPOINT_NAME)
-    torch.save({**state, "world_size": 2}, out / CHECKPOINT_NAME)
+    write_checkpoint_file({**state, "world_size": 2}, out / CHECKPOINT_NAME)
     with pytest.raises(TrainingError, match="written by 2 process.*resumed with 1"):
         train(catalogue, recipe, out, resume=True)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip"])
 def test_resume_from_a_damaged_checkpoint_fails_loudly(catalogue, tmp_path, damage):
     recipe = write_recipe(tmp_path, "a", plugins={"supervised": {}})
     out = tmp_path / "run"
     train(catalogue, recipe, out)
+    killed_before_its_summary(out)
     path = out / CHECKPOINT_NAME
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not a checkpoint")
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "garbage":
+        data = bytearray(b"not a checkpoint")
+    else:  # 16 flipped bytes in the middle, where the weights are
+        middle = len(data) // 2
+        data[middle : middle + 16] = bytes(255 - b for b in data[middle : middle + 16])
+    path.write_bytes(bytes(data))
     metrics = (out / "metrics.jsonl").read_text()
-    with pytest.raises(TrainingError, match="unreadable checkpoint"):
+    with pytest.raises(TrainingError, match="(unreadable|damaged) checkpoint"):
         train(catalogue, recipe, out, resume=True)
     assert (out / "metrics.jsonl").read_text() == metrics  # nothing started over
 
@@ -266,10 +284,11 @@ def test_resume_with_a_state_that_no_longer_fits_names_it(catalogue, tmp_path):
     recipe = write_recipe(tmp_path, "a", plugins={"supervised": {}})
     out = tmp_path / "run"
     train(catalogue, recipe, out)
+    killed_before_its_summary(out)
     state = load_checkpoint(out / CHECKPOINT_NAME)
     weights = state["states"]["classifier"]
     first = next(iter(weights))
     weights[first] = torch.zeros(3, 3)  # as if the model's code had changed since
-    torch.save(state, out / CHECKPOINT_NAME)
+    write_checkpoint_file(state, out / CHECKPOINT_NAME)
     with pytest.raises(TrainingError, match="state 'classifier' does not load"):
         train(catalogue, recipe, out, resume=True)

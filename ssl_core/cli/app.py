@@ -24,6 +24,7 @@ from ssl_core.cli import sweep_commands
 from ssl_core.cli.progress import output_console
 from ssl_core.engine.active import TRACE_ENV
 from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.distributed import is_lost_rank
 from ssl_core.errors import SslrunError
 
 app = typer.Typer(
@@ -254,6 +255,8 @@ def main(argv: list[str] | None = None) -> Any:
     except Exception as exc:  # anything else is still one line, never a traceback
         if hasattr(exc, "format_message"):  # a usage error of the argument parser
             message, code = exc.format_message(), getattr(exc, "exit_code", 2)
+        elif is_lost_rank(exc):  # a collective of the loop itself, not of a plugin
+            message, code = f"lost contact with another process: {exc}", 1
         else:
             message, code = f"unexpected {type(exc).__name__}: {exc}", 1
         _fail(message, code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,11 @@ from ssl_core.engine.loop import prepare_training, restore_for_evaluation, train
 from ssl_core.engine.outputs import (
     RECIPE_NAME,
     SUMMARY_NAME,
+    RunFolderLock,
     atomic_write_text,
     create_run_dir,
     default_run_dir,
+    is_free,
 )
 from ssl_core.engine.reporter import Reporter
 from ssl_core.engine.scores import scores
@@ -87,31 +90,67 @@ def train_resolved(
     quiet: bool = False,
     provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Prepare the run folder (new, or ``resume``'s) and train a validated recipe.
+    """Build the run, prepare its folder (new, or ``resume``'s), train; the summary.
 
-    The in-process entry point (``ssl_core.testing.train_recipe`` uses it). Under
-    torchrun (``WORLD_SIZE`` > 1) every rank runs this; rank 0 alone creates the folder
-    and writes into it, and shows progress. ``provenance`` (the command line, the
-    overrides) goes into ``summary.json``.
+    The in-process entry point (``ssl_core.testing.train_recipe`` uses it). Data, model
+    and plugins are built before the folder is touched, so a bad dataset writes nothing;
+    the folder is locked for the whole run. Under torchrun (``WORLD_SIZE`` > 1) every
+    rank runs this; rank 0 alone creates, locks and writes the folder, and shows
+    progress. ``provenance`` (the command line, the overrides) goes into ``summary.json``.
     """
     if resume is not None and out is not None and out != resume:
         raise RecipeError("--out and --resume name different folders; give one")
-    world = World.from_environment(resolved.recipe.train.device)
+    if resume is not None:
+        finished = finished_summary(resume)
+        if finished is not None and finished.get("epochs", 0) >= resolved.recipe.train.epochs:
+            return finished  # nothing left to train: the folder is left as it is
+    train_spec = resolved.recipe.train
+    world = World.from_environment(train_spec.device, train_spec.dist_timeout)
     try:
-        run_dir = world.on_main(lambda: prepare_run_dir(resolved, out, resume))
-        run = build_run(resolved, catalogue, out_dir=run_dir, data_dir=data_dir, world=world)
-        run.provenance = {k: v for k, v in (provenance or {}).items() if v is not None}
-        run.provenance["started_at"] = now()
-        reporter: Reporter = RichReporter() if world.is_main and not quiet else Reporter()
-        reporter.message(f"run folder: {run_dir}")
+        run = build_run(resolved, catalogue, data_dir=data_dir, world=world)
         try:
-            summary = train(run, reporter, resume=resume is not None)
+            with ExitStack() as held:
+                run_dir, continuing = world.on_main(
+                    lambda: claim_run_dir(resolved, out, resume, held)
+                )
+                run.out_dir = run_dir
+                run.provenance = {k: v for k, v in (provenance or {}).items() if v is not None}
+                run.provenance["started_at"] = now()
+                main = world.is_main and not quiet
+                reporter: Reporter = RichReporter() if main else Reporter()
+                reporter.message(f"run folder: {run_dir}")
+                summary = train(run, reporter, resume=continuing)
+                files = ", ".join(written_files(run_dir))
+                reporter.result(f"run folder: {run_dir} ({files})")
+                return summary
         finally:
             run.plugins.unregister()
-        reporter.result(f"run folder: {run_dir} ({', '.join(written_files(run_dir))})")
-        return summary
     finally:
         world.close()
+
+
+def claim_run_dir(
+    resolved: ResolvedRecipe, out: Path | None, resume: Path | None, held: ExitStack
+) -> tuple[Path, bool]:
+    """The run folder, locked for this process, and whether a checkpoint continues in it.
+
+    A new folder gets the resolved recipe. A folder to resume that has no checkpoint
+    yet, because its start failed before the first one, starts from the beginning.
+    """
+    if resume is not None:
+        if not resume.is_dir():
+            raise RecipeError(f"{resume}: no such run folder")
+        held.enter_context(RunFolderLock(resume))
+        if (resume / CHECKPOINT_NAME).is_file():
+            return resume, True
+        if not is_free(resume):
+            raise RecipeError(f"{resume}: no {CHECKPOINT_NAME} there to resume from")
+        run_dir = resume
+    else:
+        run_dir = create_run_dir(out or default_run_dir(run_name(resolved)))
+        held.enter_context(RunFolderLock(run_dir))
+    atomic_write_text(run_dir / RECIPE_NAME, dump_toml(resolved.to_dict()))
+    return run_dir, False
 
 
 def now() -> str:
@@ -127,17 +166,6 @@ def run_name(resolved: ResolvedRecipe) -> str:
     """The recipe's name, and the plugins it switches off (``fat_mnist-no-bad_samples``)."""
     off = [name for name, settings in resolved.plugin_settings.items() if not settings.enabled]
     return "-".join([resolved.recipe.name, *(f"no-{name}" for name in off)])
-
-
-def prepare_run_dir(resolved: ResolvedRecipe, out: Path | None, resume: Path | None) -> Path:
-    """The folder to continue (``--resume``) or a new one holding the resolved recipe."""
-    if resume is not None:
-        if not (resume / CHECKPOINT_NAME).is_file():
-            raise RecipeError(f"--resume {resume}: no {CHECKPOINT_NAME} there")
-        return resume
-    run_dir = create_run_dir(out or default_run_dir(run_name(resolved)))
-    atomic_write_text(run_dir / RECIPE_NAME, dump_toml(resolved.to_dict()))
-    return run_dir
 
 
 def check_recipe(

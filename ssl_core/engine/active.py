@@ -16,6 +16,7 @@ from typing import Any
 import pluggy
 
 from ssl_core.api.plugin import Plugin
+from ssl_core.engine.distributed import is_lost_rank
 from ssl_core.errors import TrainingError
 
 TRACE_ENV = "SSLRUN_TRACE"
@@ -77,7 +78,17 @@ class ActivePlugins:
         started = time.perf_counter()
         try:
             result = impl.function(*args)
+        except SystemExit as exc:  # a plugin must not end the run as if it had succeeded
+            raise TrainingError(
+                f"plugin '{plugin.name}' called sys.exit({exc.code}) in {hook_name};"
+                " the run stops here"
+            ) from None
         except Exception as exc:
+            if is_lost_rank(exc):
+                raise TrainingError(
+                    f"lost contact with another process during {hook_name} ({plugin.name}):"
+                    f" {' '.join(str(exc).split())[:200]}"
+                ) from None
             raise TrainingError(
                 f"plugin '{plugin.name}' failed in {hook_name}: {type(exc).__name__}: {exc}"
             ) from exc

@@ -18,9 +18,9 @@ restored exactly is an error: a resume never quietly starts over.
 
 from __future__ import annotations
 
-import os
+import hashlib
+import io
 import random
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ssl_core.engine.outputs import atomic_write_bytes, describe
 from ssl_core.errors import TrainingError
 
 if TYPE_CHECKING:
@@ -38,7 +39,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 #: ``train.epochs`` may grow too, unless the learning-rate schedule depends on it.
 RESUME_MAY_CHANGE = ("train.threads", "train.check_every", "train.checkpoint_every", "data.root")
 #: Bumped whenever the layout changes; an older checkpoint is refused, never guessed at.
-FORMAT = 2
+FORMAT = 3
+#: The layout before checkpoints were sealed with a hash; read (unchecked) for resuming.
+UNSEALED_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -98,26 +101,49 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+def write_checkpoint_file(payload: dict[str, Any], path: Path) -> None:
+    """Write ``payload`` atomically, sealed with the SHA-256 of its serialised bytes.
 
-    A crash mid-write leaves the previous checkpoint intact.
+    The file is a small container, ``{"sslrun_checkpoint": FORMAT, "sha256": ...,
+    "payload": bytes}``, so :func:`load_checkpoint` notices any damage to the bytes (a
+    flipped bit, a truncated copy) instead of resuming from them. A crash or a full disk
+    mid-write leaves the previous checkpoint intact.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    blob = _serialise(payload)
+    sealed = {"sslrun_checkpoint": FORMAT, "sha256": hashlib.sha256(blob).hexdigest()}
+    atomic_write_bytes(path, _serialise({**sealed, "payload": blob}))
+
+
+def _serialise(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load with ``weights_only=True``: tensors and plain values only, no code."""
-    payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    """The payload of a checkpoint file, its seal checked; ``weights_only``: no code runs.
+
+    Raises :class:`TrainingError` (one line) for a file that is unreadable, damaged
+    (the bytes no longer match their SHA-256) or not an sslrun checkpoint. A checkpoint
+    of layout 2, which had no seal, is read as it is.
+    """
+    try:
+        outer = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(outer, dict):
+        raise TrainingError(f"{path}: not an sslrun checkpoint")
+    if "sslrun_checkpoint" not in outer:
+        if outer.get("format") == UNSEALED_FORMAT:
+            return outer
+        raise TrainingError(f"{path}: not an sslrun checkpoint of this version")
+    blob = outer.get("payload")
+    if not isinstance(blob, bytes) or hashlib.sha256(blob).hexdigest() != outer.get("sha256"):
+        raise TrainingError(
+            f"{path}: damaged checkpoint (its bytes do not match their SHA-256); resume"
+            " from an intact copy, or start the run again"
+        )
+    payload: dict[str, Any] = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     return payload
 
 
@@ -153,9 +179,9 @@ def save_checkpoint(
     }
     path = run.out_dir / CHECKPOINT_NAME
     try:
-        atomic_torch_save(payload, path)
+        write_checkpoint_file(payload, path)
     except OSError as exc:
-        raise TrainingError(f"{path}: cannot write checkpoint ({exc})") from None
+        raise TrainingError(f"{path}: cannot write the checkpoint ({describe(exc)})") from None
 
 
 def numbered_from_one(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -208,7 +234,7 @@ def read_checkpoint(run: Run) -> Checkpoint:
         raise TrainingError("resume needs a run folder")
     path = run.out_dir / CHECKPOINT_NAME
     payload = run.world.on_main(lambda: _read(path))
-    if payload.get("format") != FORMAT:
+    if payload.get("format") not in (FORMAT, UNSEALED_FORMAT):
         raise TrainingError(
             f"{path}: checkpoint layout {payload.get('format')!r} is not {FORMAT};"
             " it cannot be resumed exactly by this version"
@@ -256,11 +282,8 @@ def _check_epochs(path: Path, payload: dict[str, Any], run: Run) -> None:
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise TrainingError(f"{path}: no checkpoint to resume from")
-    try:
-        payload = load_checkpoint(path)
-    except Exception as exc:
-        raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+    payload = load_checkpoint(path)
     required = {"format", "recipe", "world_size", "position", "history", "states", "ranks"}
-    if not isinstance(payload, dict) or not required <= set(payload):
+    if not required <= set(payload):
         raise TrainingError(f"{path}: not an sslrun checkpoint of this version")
     return payload

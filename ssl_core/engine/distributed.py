@@ -20,6 +20,7 @@ code is the same in one process and under ``torchrun`` (see ``docs/distributed.m
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,13 +57,20 @@ class World:
 
     @classmethod
     def from_environment(
-        cls, device_choice: str = "auto", env: Mapping[str, str] | None = None
+        cls,
+        device_choice: str = "auto",
+        timeout_seconds: float = 300.0,
+        env: Mapping[str, str] | None = None,
     ) -> World:
         """The world torchrun describes in the environment (one process when it does not).
 
         Joins the default process group (``env://`` rendezvous: ``MASTER_ADDR`` and
         ``MASTER_PORT``), with NCCL when the ranks train on CUDA, else gloo. Each rank
         uses the GPU numbered by its ``LOCAL_RANK``.
+
+        Every collective waits at most ``timeout_seconds`` (``train.dist_timeout``) for
+        the other ranks: a rank that froze or died ends the run with an error instead of
+        a wait of gloo's default half hour.
         """
         env = os.environ if env is None else env
         size = _env_int(env, "WORLD_SIZE", 1)
@@ -84,7 +92,12 @@ class World:
             device, backend = torch.device("cpu"), "gloo"
         if not dist.is_initialized():
             try:
-                dist.init_process_group(backend, rank=rank, world_size=size)
+                dist.init_process_group(
+                    backend,
+                    rank=rank,
+                    world_size=size,
+                    timeout=datetime.timedelta(seconds=timeout_seconds),
+                )
             except (RuntimeError, ValueError) as exc:
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise TrainingError(f"cannot join the process group ({message})") from None
@@ -209,6 +222,23 @@ class World:
     @property
     def _collective_device(self) -> torch.device:
         return self.device or torch.device("cpu")
+
+
+#: Words in the errors torch.distributed raises when another rank is gone or silent.
+LOST_RANK_SIGNS = (
+    "connection closed by peer",
+    "connection reset by peer",
+    "timed out",
+    "broken pipe",
+)
+
+
+def is_lost_rank(exc: BaseException) -> bool:
+    """Whether ``exc`` says that contact with another process was lost."""
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(sign in text for sign in LOST_RANK_SIGNS)
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -93,6 +93,12 @@ class TrainSpec(Section):
     checkpoint_every: int = Field(
         0, ge=0, description="also checkpoint every N iterations within an epoch (0: at its end)"
     )
+    dist_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="seconds a torchrun process waits for the others in any collective"
+        " before the run stops with an error (a frozen or dead rank)",
+    )
     bn_stats: Literal["labeled", "unlabeled"] = Field(
         "labeled",
         description="batch-norm statistics at evaluation: 'labeled', the running averages"
