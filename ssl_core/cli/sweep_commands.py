@@ -116,6 +116,10 @@ def sweep(
         )
 
 
+def warn_about(text: str) -> None:
+    err_console.print(f"warning: {text}", highlight=False, markup=False)
+
+
 class SweepInterrupted(SslrunError):
     """Ctrl-C or SIGTERM stopped a sweep (exit 130, like an interrupted run)."""
 
@@ -156,7 +160,7 @@ def report(
     """Tabulate run folders, grouping runs whose recipes differ only by seed."""
     if target is not None and not 0 < target <= 1:
         raise RecipeError(f"--target {target}: give a fraction in (0, 1], e.g. 0.98")
-    groups = group_folders(find_run_folders(run_dirs))
+    groups = group_folders(find_run_folders(run_dirs), warn_about)
     rows = [summarize_group(group, target) for group in groups]
     if out is None:
         out = Path(os.path.commonpath([path.resolve() for path in run_dirs]))

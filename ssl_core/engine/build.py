@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import random
 from pathlib import Path
 
@@ -57,6 +59,49 @@ def build_classifier(resolved: ResolvedRecipe, catalogue: Catalogue, data: Split
         ) from None
 
 
+#: A step holds several copies of its inputs (clean, perturbed, bad samples, gradients).
+INPUT_COPIES_PER_STEP = 8
+
+
+def check_batch_memory(resolved: ResolvedRecipe, data: SplitData, device: torch.device) -> None:
+    """Refuse batch sizes whose inputs alone would not fit the device's memory.
+
+    A rough floor: a step holds a few copies of its inputs, and the activations of the
+    network come on top. Better a one-line error here than an allocation that fails
+    (or swaps the machine to a halt) at the first step.
+    """
+    spec = resolved.recipe.train
+    per_image = math.prod(data.input_shape) * 4  # float32
+    needed = (spec.labeled_batch + spec.unlabeled_batch) * per_image * INPUT_COPIES_PER_STEP
+    total = device_memory(device)
+    if total is not None and needed > total:
+        raise RecipeError(
+            f"{resolved.source}: train.unlabeled_batch: batches of {spec.labeled_batch} +"
+            f" {spec.unlabeled_batch} images of shape {data.input_shape} need over"
+            f" {in_units(needed)} for their inputs alone; this {device.type} has"
+            f" {in_units(total)}"
+        )
+
+
+def in_units(size: float) -> str:
+    """``3 GiB``, ``512 MiB``: a number of bytes for people."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size /= 1024
+    return f"{size:.0f} TiB"
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Bytes of memory of the device (the machine's RAM for the CPU), if known."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def build_run(
     resolved: ResolvedRecipe,
     catalogue: Catalogue,
@@ -74,6 +119,7 @@ def build_run(
     device = world.device or pick_device(recipe.train.device)
     if data is None:
         data = load_data(resolved, catalogue, data_dir)
+    check_batch_memory(resolved, data, device)
     classifier = build_classifier(resolved, catalogue, data).to(device)
     if world.rank > 0:
         # Same initial weights on every rank (DDP also broadcasts rank 0's), but each rank

@@ -86,6 +86,12 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
                         raise interrupted(run, reporter, state.history, wall, stop, here)
 
             guard.check(world)
+            if tally.steps == 0 and tally.skipped:
+                raise TrainingError(
+                    f"every batch of epoch {epoch + 1} had a non-finite loss and was skipped"
+                    ' (train.on_nonfinite = "skip"): the run learns nothing; the last good'
+                    " checkpoint is kept"
+                )
             metrics = epoch_metrics(run, epoch, tally)
             state.history.append(metrics)
             if log is not None:
@@ -97,10 +103,11 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
             if epoch + 1 < spec.epochs and world.any(stop.requested)[0]:
                 raise interrupted(run, reporter, state.history, wall, stop, here)
 
-    summary = summarize(run, state.history, time.perf_counter() - started)
-    if run.out_dir is not None and world.is_main:
-        write_summary(run.out_dir / SUMMARY_NAME, summary)
-    run.plugins.call("sslrun_run_end", run=run, summary=summary)
+        # Still under the signal handlers: a signal from here on finds the run finished.
+        summary = summarize(run, state.history, time.perf_counter() - started)
+        if run.out_dir is not None and world.is_main:
+            write_summary(run.out_dir / SUMMARY_NAME, summary)
+        run.plugins.call("sslrun_run_end", run=run, summary=summary)
     reporter.finish(summary)
     return summary
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType, TracebackType
@@ -12,9 +13,10 @@ class StopSignals:
     """SIGINT and SIGTERM ask the loop to stop after the current step.
 
     The first signal only sets a flag; the loop checkpoints and stops. The same signal
-    a second time falls back to its previous handler (Ctrl-C twice aborts at once; the
-    last complete checkpoint stays). A different second signal is ignored, because
-    torchrun's agent follows a terminal's SIGINT with a SIGTERM to every worker.
+    a second time says so on stderr and falls back to its previous handler (Ctrl-C
+    twice aborts at once; the last complete checkpoint stays). A different second
+    signal is ignored, because torchrun's agent follows a terminal's SIGINT with a
+    SIGTERM to every worker.
     Handlers can only be installed from the main thread; elsewhere signals keep their
     ordinary effect.
     """
@@ -48,6 +50,11 @@ class StopSignals:
         if self.received is None:
             self.received = signum
         elif signum == self.received:
+            name = signal.Signals(signum).name
+            os.write(
+                2,
+                f"{name} again: stopping at once; the last complete checkpoint stays\n".encode(),
+            )
             previous = self._previous.get(signum)
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
             signal.raise_signal(signum)

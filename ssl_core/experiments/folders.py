@@ -16,7 +16,14 @@ from typing import Any
 
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME
-from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME, SUMMARY_NAME, atomic_write_text
+from ssl_core.engine.outputs import (
+    LOCK_NAME,
+    METRICS_NAME,
+    RECIPE_NAME,
+    SUMMARY_NAME,
+    atomic_write_text,
+    is_temporary,
+)
 from ssl_core.errors import RecipeError
 from ssl_core.experiments.grid import Setting, SweepSpec, expand, slug, toml_literal
 from ssl_core.experiments.report import label_groups, setting_of
@@ -139,7 +146,8 @@ def folder_state(folder: Path, recipe: ResolvedRecipe) -> str:
             return "finished"
     if (folder / CHECKPOINT_NAME).is_file():
         return "resume"
-    if {path.name for path in folder.iterdir()} <= {RECIPE_NAME, METRICS_NAME}:
+    left = {path.name for path in folder.iterdir() if not is_temporary(path)}
+    if left <= {RECIPE_NAME, METRICS_NAME, LOCK_NAME}:  # a start that died before a checkpoint
         return "restart"
     raise RecipeError(f"{folder}: neither a finished run nor a checkpoint; remove it to rerun")
 

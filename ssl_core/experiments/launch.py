@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -24,16 +26,32 @@ Launcher = Callable[[PlannedRun], int]
 INTERRUPTED_EXIT = 130
 
 
+def die_with_parent() -> None:
+    """In a child before it starts: SIGTERM when the parent dies (Linux; elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+#: prctl(2) option: the signal the calling process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
 def threads_per_run(jobs: int) -> int:
     """CPU threads for each of ``jobs`` concurrent runs: the cores, shared out."""
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
 class ProcessLauncher:
-    """Runs ``python -m ssl_core train ...`` per run, output to the run's log.
+    """Runs ``python -m ssl_core train ...`` per run, output appended to the run's log.
 
     ``threads`` (when given) caps each child's CPU threads, so that concurrent runs
-    share the cores instead of oversubscribing them.
+    share the cores instead of oversubscribing them. A child dies with the sweep: on
+    Linux the kernel sends it SIGTERM when its parent ends however it ends (it then
+    checkpoints and stops), so a killed sweep leaves no run training unwatched; and a
+    run folder's lock keeps a rerun from ever training beside a live child. Each launch
+    appends to the log under a header line, so an earlier failure's log is kept.
     """
 
     def __init__(self, threads: int | None) -> None:
@@ -46,13 +64,20 @@ class ProcessLauncher:
 
     def __call__(self, run: PlannedRun) -> int:
         run.log.parent.mkdir(parents=True, exist_ok=True)
-        with run.log.open("w", encoding="utf-8") as log:
+        with run.log.open("a", encoding="utf-8") as log:
             with self.lock:
                 if self.stopping:
                     return INTERRUPTED_EXIT
                 command = [sys.executable, "-m", "ssl_core", *run.command]
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                log.write(f"=== {stamp} {' '.join(command)}\n")
+                log.flush()
                 child = subprocess.Popen(
-                    command, stdout=log, stderr=subprocess.STDOUT, env=self.env
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    preexec_fn=die_with_parent,
                 )
                 self.running.add(child)
             try:

@@ -16,7 +16,7 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,19 +142,32 @@ def find_run_folders(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
-def group_folders(folders: Sequence[Path]) -> list[Group]:
-    """Group run folders whose resolved recipes differ only by seed; label each group."""
+def group_folders(
+    folders: Sequence[Path], warn: Callable[[str], None] | None = None
+) -> list[Group]:
+    """Group run folders whose resolved recipes differ only by seed; label each group.
+
+    A damaged folder (an unreadable recipe, a metrics line that is not JSON) is left
+    out with a one-line warning to ``warn``; the others are still reported.
+    """
     keys: list[str] = []
     recipes: list[dict[str, Any]] = []
     members: list[list[RunRecord]] = []
     for folder in folders:
-        recipe = setting_of(read_recipe(folder))
+        try:
+            recipe = setting_of(read_recipe(folder))
+            record = read_run(folder)
+        except DataError as exc:
+            if warn is None:
+                raise
+            warn(f"{exc}; {folder} left out of the report")
+            continue
         key = json.dumps(recipe, sort_keys=True)
         if key not in keys:
             keys.append(key)
             recipes.append(recipe)
             members.append([])
-        members[keys.index(key)].append(read_run(folder))
+        members[keys.index(key)].append(record)
     labels = label_groups(recipes)
     groups = [Group(label, runs) for label, runs in zip(labels, members, strict=True)]
     return sorted(groups, key=lambda group: natural_key(group.label))

@@ -22,6 +22,11 @@ from ssl_core.api.plugin import STRICT, Plugin, PluginSettings
 from ssl_core.api.providers import DatasetProvider, ModelProvider, ProviderSettings, Registry
 from ssl_core.errors import RecipeError
 
+#: The largest batch a recipe may ask for (a typo such as 1e8 is refused at once).
+MAX_BATCH = 1_000_000
+#: A recipe file is small; a bigger file (or /dev/zero) is not read to its end.
+MAX_RECIPE_BYTES = 1024 * 1024
+
 
 class Components(Protocol):
     """What a recipe is validated against: the installed plugins, datasets and models.
@@ -69,16 +74,18 @@ class TrainSpec(Section):
 
     epochs: int = Field(10, gt=0)
     iterations_per_epoch: int = Field(234, gt=0)
-    labeled_batch: int = Field(64, gt=0)
-    unlabeled_batch: int = Field(256, gt=0)
-    eval_batch: int = Field(1000, gt=0)
+    labeled_batch: int = Field(64, gt=0, le=MAX_BATCH)
+    unlabeled_batch: int = Field(256, gt=0, le=MAX_BATCH)
+    eval_batch: int = Field(1000, gt=0, le=MAX_BATCH)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
         description="'bf16': training forwards under bfloat16 autocast (weights, losses"
         " and VAT's power iteration stay float32); see docs/architecture.md",
     )
-    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default")
+    threads: int = Field(
+        0, ge=0, le=1024, description="CPU threads for torch; 0 keeps torch's default"
+    )
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop",
         description="a NaN/inf loss: 'stop' the run (the last good checkpoint is kept) or"
@@ -135,8 +142,12 @@ class OptimSpec(Section):
 class Recipe(Section):
     """A whole recipe. ``plugins`` maps plugin names to their raw tables."""
 
-    name: str = "run"
-    seed: int = 0
+    name: str = Field(
+        "run",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="a plain file name (letters, digits, '.', '_', '-'): run folders carry it",
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds every random draw of the run")
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -196,16 +207,24 @@ class ResolvedRecipe:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dict; anything else (too big, not text, not TOML) a one-line error."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_RECIPE_BYTES + 1)
     except FileNotFoundError:
         raise RecipeError(f"{path}: recipe file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{path}: cannot read recipe: {exc}") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read recipe: {exc.strerror or exc}") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: over {MAX_RECIPE_BYTES // 1024} KiB, not a recipe")
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not UTF-8 text, not a recipe") from None
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{path}: malformed TOML: {exc}") from None
+    except (RecursionError, MemoryError):
+        raise RecipeError(f"{path}: malformed TOML: nested too deeply") from None
 
 
 def load_recipe(
