@@ -17,6 +17,7 @@ numbers land in docs/results.md, section ``reliability``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -108,6 +109,7 @@ def train_seconds(folder: Path, processes: int, threads: int) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

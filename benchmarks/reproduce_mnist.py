@@ -1,8 +1,7 @@
 """Reproduce the paper's MNIST tables at a budget a 2-core CPU affords.
 
-    cd benchmarks
-    python reproduce_mnist.py --parts table1 ablation table2   # over an hour
-    python reproduce_mnist.py --parts figure3                  # about 30 minutes
+    python benchmarks/reproduce_mnist.py --parts table1 ablation table2   # over an hour
+    python benchmarks/reproduce_mnist.py --parts figure3                  # about 30 minutes
 
 Runs, through `sslrun sweep` (``ssl_core.experiments.sweep.run_sweep``), each in its own process:
 

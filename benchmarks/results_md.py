@@ -45,7 +45,11 @@ def machine_description() -> str:
 
 
 def provenance() -> str:
-    command = " ".join(["python", *[Path(sys.argv[0]).as_posix(), *sys.argv[1:]]])
+    """The command as typed from the repository root, the machine and the date."""
+    script = Path(sys.argv[0]).resolve()
+    repo = RESULTS.parent.parent
+    shown = script.relative_to(repo).as_posix() if script.is_relative_to(repo) else script
+    command = " ".join(["python", str(shown), *sys.argv[1:]])
     today = dt.date.today().isoformat()
     return f"Command: `{command}`  \nMachine: {machine_description()}  \nDate: {today}\n"
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,34 @@ RECIPES = REPO / "recipes"
 @pytest.fixture(scope="session")
 def catalogue() -> Catalogue:
     return Catalogue.discover()
+
+
+EXAMPLE_PLUGIN = REPO / "examples" / "sslrun-pseudo-label"
+
+
+@pytest.fixture(scope="session")
+def installed_example(tmp_path_factory) -> dict[str, str]:
+    """The tutorial's plugin installed in a private folder; an environment that sees it."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE_PLUGIN),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    path = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "COLUMNS": "200"}
 
 
 def tiny_dataset(

@@ -3,40 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from .conftest import REPO, tiny_recipe
+from .conftest import EXAMPLE_PLUGIN as EXAMPLE
+from .conftest import tiny_recipe
 
-EXAMPLE = REPO / "examples" / "sslrun-pseudo-label"
 
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> dict[str, str]:
-    """Install the example into a private folder; return an environment that sees it."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(EXAMPLE),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    path = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "COLUMNS": "200"}
+@pytest.fixture
+def installed(installed_example) -> dict[str, str]:
+    return installed_example
 
 
 def sslrun(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -89,3 +67,16 @@ def test_plugin_settings_are_validated_by_the_plugin(installed, tmp_path):
     assert (
         "plugins.pseudo_label.threshold: Input should be less than or equal to 1" in result.stderr
     )
+
+
+def test_the_example_passes_its_own_tests_with_ssl_core_testing(installed):
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+        capture_output=True,
+        text=True,
+        env=installed,
+        cwd=EXAMPLE,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout

@@ -48,7 +48,7 @@ class VatSettings(PluginSettings):
         "finite_difference",
         description="how the power iteration multiplies by the KL's Hessian: a finite"
         " difference of step xi, in float32 even in a bf16 run, or exact Hessian-vector"
-        " products ('hvp', no xi, in the training precision; docs/fat.md)",
+        " products ('hvp', no xi, in the training precision; docs/precision.md)",
     )
     variant: Literal["original", "sign_corrected"] = Field(
         "original", description="'sign_corrected': of ±v keep the larger-KL side (§4.2)"

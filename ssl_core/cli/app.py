@@ -175,8 +175,17 @@ def validate(
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="the recipe reference as markdown tables instead")
+    ] = False,
+) -> None:
     """Print the recipe's JSON schema, including every installed plugin's settings."""
+    if markdown:
+        from ssl_core.recipe.reference import recipe_reference
+
+        print(recipe_reference(_catalogue()), end="")
+        return
     from ssl_core.recipe.schema import recipe_schema
 
     console.print_json(json.dumps(recipe_schema(_catalogue())))

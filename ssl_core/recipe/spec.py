@@ -51,7 +51,7 @@ class DataSpec(BaseModel):
 
     model_config = STRICT | ConfigDict(extra="allow")
 
-    name: str = "mnist"
+    name: str = Field("mnist", description="the dataset (`sslrun plugins` lists them)")
     labels: int = Field(100, gt=0, description="labeled examples, balanced per class")
     validation: int = Field(0, ge=0, description="examples held out of training for validation")
     root: str | None = Field(None, description="data folder (else --data-dir, SSLRUN_DATA_DIR)")
@@ -62,7 +62,7 @@ class ModelSpec(BaseModel):
 
     model_config = STRICT | ConfigDict(extra="allow")
 
-    name: str = "mnist_mlp"
+    name: str = Field("mnist_mlp", description="the classifier (`sslrun plugins` lists them)")
 
 
 class TrainSpec(Section):
@@ -72,16 +72,20 @@ class TrainSpec(Section):
     ``labeled_batch`` (and × ``unlabeled_batch``); see docs/distributed.md.
     """
 
-    epochs: int = Field(10, gt=0)
-    iterations_per_epoch: int = Field(234, gt=0)
-    labeled_batch: int = Field(64, gt=0, le=MAX_BATCH)
-    unlabeled_batch: int = Field(256, gt=0, le=MAX_BATCH)
-    eval_batch: int = Field(1000, gt=0, le=MAX_BATCH)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    epochs: int = Field(10, gt=0, description="epochs to train; the schedules count in them")
+    iterations_per_epoch: int = Field(234, gt=0, description="steps per epoch")
+    labeled_batch: int = Field(64, gt=0, le=MAX_BATCH, description="labeled images a step")
+    unlabeled_batch: int = Field(256, gt=0, le=MAX_BATCH, description="unlabeled images a step")
+    eval_batch: int = Field(
+        1000, gt=0, le=MAX_BATCH, description="images per forward when evaluating"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto': CUDA when there is a GPU, else the CPU"
+    )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
         description="'bf16': training forwards under bfloat16 autocast (weights, losses"
-        " and VAT's power iteration stay float32); see docs/architecture.md",
+        " and VAT's power iteration stay float32); see docs/precision.md",
     )
     threads: int = Field(
         0, ge=0, le=1024, description="CPU threads for torch; 0 keeps torch's default"
@@ -129,11 +133,13 @@ class OptimSpec(Section):
     switching Adam's β1 to ``beta1_decay`` when the decay starts).
     """
 
-    lr: float = Field(2e-3, gt=0)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    schedule: Literal["constant", "exponential", "linear"] = "exponential"
+    lr: float = Field(2e-3, gt=0, description="Adam's learning rate at the first epoch")
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam's β1")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam's β2")
+    weight_decay: float = Field(0.0, ge=0, description="Adam's L2 weight decay")
+    schedule: Literal["constant", "exponential", "linear"] = Field(
+        "exponential", description="how the learning rate changes from epoch to epoch"
+    )
     decay: float = Field(0.9, gt=0, le=1, description="per-epoch factor for 'exponential'")
     decay_fraction: float = Field(0.5, gt=0, le=1, description="tail fraction for 'linear'")
     beta1_decay: float = Field(0.5, ge=0, lt=1, description="beta1 during the linear decay")

@@ -31,7 +31,7 @@ class PseudoLabel(Plugin):
             logits = run.model(batch.x_unlabeled)
         confidence, target = logits.detach().softmax(dim=1).max(dim=1)
         mask = (confidence >= self.settings.threshold).float()
-        batch.stats["pseudo_labeled"] = float(mask.sum())
+        batch.stats["pseudo_labeled"] = mask.sum()  # a tensor: the step never waits for it
         loss = (F.cross_entropy(logits, target, reduction="none") * mask).mean()
         return {"pseudo_ce": self.settings.weight * loss}
 
