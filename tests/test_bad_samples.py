@@ -214,8 +214,9 @@ def test_training_logs_lambda_and_kept_bad_samples_per_epoch(catalogue):
         assert 0 <= metrics["bad_kept"] <= 32
         assert metrics["bad_kept_fraction"] == pytest.approx(metrics["bad_kept"] / 32)
     assert last is not None
-    candidates, keep = last
-    assert candidates.shape == (32, 2) and keep.shape == (32,) and keep.dtype == torch.bool
+    epoch, clean, candidates, keep = last
+    assert epoch == 2 and clean.shape == candidates.shape == (32, 2)
+    assert keep.shape == (32,) and keep.dtype == torch.bool
 
 
 @pytest.mark.parametrize(

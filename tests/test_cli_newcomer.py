@@ -170,3 +170,24 @@ def test_validate_refuses_a_recipe_whose_model_cannot_take_the_data(sslrun, tmp_
     recipe.write_text(dump_toml(raw))
     code, _, err = sslrun("validate", str(recipe))
     assert code == 2 and "model.name: model 'cnn13' cannot take" in error_line(err)
+
+
+def test_a_budget_that_keeps_lambda_at_zero_is_warned_about(sslrun, tmp_path):
+    plugins = {"supervised": {}, "vat": {"xi": 0.1}, "bad_samples": {}}
+    recipe = write(tmp_path, plugins=plugins, train={"epochs": 1})
+    code, _, err = sslrun(str(recipe), "--out", str(tmp_path / "run"))
+    assert code == 0
+    assert "warning: plugins.bad_samples: λ stays 0 for all 1 epoch(s)" in err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert any("λ stays 0" in warning for warning in summary["warnings"])
+
+
+def test_the_tiny_xi_fallback_without_vat_is_warned_about(sslrun, tmp_path):
+    raw = tiny_recipe(plugins={"supervised": {}, "vat": {"xi": 0.1}, "bad_samples": {}})
+    raw["data"] = {"name": "mnist", "labels": 100}
+    raw["model"] = {"name": "mnist_mlp"}
+    recipe = tmp_path / "fat.toml"
+    recipe.write_text(dump_toml(raw))
+    code, _, err = sslrun("validate", str(recipe), "--disable", "vat")
+    assert code == 0, err  # validate builds the run, so it warns as training would
+    assert "warning: plugins.bad_samples.xi = 1e-06: a probe that small rounds away" in err

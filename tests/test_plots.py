@@ -15,6 +15,7 @@ from ssl_core.experiments.plots import (
     plot_epochs_to_target,
     save_decision_scatter,
     save_image_grid,
+    save_image_triplets,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -97,5 +98,24 @@ def test_no_kept_bad_sample_draws_no_grid_and_does_not_fail(tmp_path):
     from ssl_plugins.methods.visuals import save_bad_sample_figure
 
     run = SimpleNamespace(data=SimpleNamespace(input_shape=(1, 28, 28)))
-    assert save_bad_sample_figure(run, torch.empty(0, 1, 28, 28), tmp_path) is None
+    empty = torch.empty(0, 1, 28, 28)
+    assert save_bad_sample_figure(run, empty, empty, tmp_path, "nothing kept") is None
     assert not (tmp_path / "bad_samples.png").exists()
+
+
+def test_the_bad_sample_figure_shows_clean_bad_and_perturbation_rows(tmp_path):
+    clean = torch.rand(4, 1, 8, 8)
+    bad = (clean + 0.1 * torch.randn(4, 1, 8, 8)).clamp(0, 1)
+    path = save_image_triplets(clean, bad, tmp_path / "triplets.png", "mnist, fat: epoch 2")
+    assert_png(path)
+    image = imread(path)
+    assert image.shape[0] == 400  # three rows of images at 4 inches and 100 dpi
+
+
+def test_an_unreached_target_says_so_instead_of_an_empty_bar(tmp_path):
+    bars = [TargetBar("vat", [], 2, budget=20), TargetBar("fat", [16, 19], 2, budget=20)]
+    assert_png(plot_epochs_to_target(bars, 0.98, tmp_path / "bars.png", title="mnist, fig3"))
+
+
+def test_a_one_epoch_curve_has_a_sane_axis(tmp_path):
+    assert_png(plot_accuracy({"fat": [[0.8]]}, tmp_path / "one.png", title="mnist, fat"))

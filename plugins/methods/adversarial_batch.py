@@ -59,6 +59,20 @@ def shared_clean_logits(run: Run, batch: BatchContext) -> Tensor:
     return batch.shared[CLEAN_LOGITS]
 
 
+#: Below this, a finite-difference probe of a float32 image rounds away (docs/fat.md).
+SMALLEST_SAFE_XI = 1e-3
+
+
+def warn_about_xi(run: Run, key: str, xi: float, method: str) -> None:
+    """Warn when ξ is too small for the finite difference on float32 images."""
+    if method == "finite_difference" and xi < SMALLEST_SAFE_XI and len(run.data.input_shape) > 1:
+        run.warn(
+            f"{key} = {xi:g}: a probe that small rounds away on float32 images and the"
+            " power iteration returns mostly its random start (docs/fat.md); the MNIST"
+            f' recipes use 0.1, or set {key.rsplit(".", 1)[0]}.direction = "hvp"'
+        )
+
+
 def estimate_direction(
     run: Run,
     batch: BatchContext,

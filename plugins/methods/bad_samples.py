@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
-from ssl_plugins.methods.adversarial_batch import DIRECTION, estimate_direction
+from ssl_plugins.methods.adversarial_batch import DIRECTION, estimate_direction, warn_about_xi
 from ssl_plugins.methods.visuals import save_bad_sample_figure
 from torch import Tensor
 
@@ -112,8 +112,24 @@ class BadSamples(Plugin):
 
     def __init__(self, settings: PluginSettings) -> None:
         super().__init__(settings)
-        #: The most recent batch's bad samples and which were kept (the run-end figure).
-        self.last_batch: tuple[Tensor, Tensor] | None = None
+        #: The most recent batch (epoch, images, their bad samples, which were kept),
+        #: drawn at the end of the run.
+        self.last_batch: tuple[int, Tensor, Tensor, Tensor] | None = None
+
+    @hookimpl
+    def sslrun_setup(self, run: Run) -> None:
+        """Warn about settings under which the plugin would do nothing useful."""
+        s: BadSampleSettings = self.settings  # type: ignore[assignment]
+        epochs = run.recipe.train.epochs
+        if all(warmup_lambda(s, epoch) * s.weight == 0 for epoch in range(epochs)):
+            run.warn(
+                f"plugins.bad_samples: λ stays 0 for all {epochs} epoch(s) of this run (it"
+                f" starts at {s.lambda_start:g} and grows by {s.lambda_step:g} after each"
+                " epoch), so the bad samples add nothing; train for more epochs or set"
+                " plugins.bad_samples.lambda_start"
+            )
+        if "vat" not in run.resolved.enabled_plugins:  # its own direction, with its own ξ
+            warn_about_xi(run, "plugins.bad_samples.xi", s.xi, s.direction)
 
     @hookimpl
     def sslrun_collect_losses(self, run: Run, batch: BatchContext) -> dict[str, Tensor]:
@@ -144,7 +160,7 @@ class BadSamples(Plugin):
         batch.stats["bad_kept"] = kept.float()
         batch.stats["bad_kept_fraction"] = kept.float() / n_bad
         batch.stats["real_p_fake"] = log_prob_fake(real.detach()).exp().mean()
-        self.last_batch = (x_bad.detach(), keep)
+        self.last_batch = (batch.epoch, batch.x_unlabeled[:n_bad], x_bad.detach(), keep)
 
         terms = {"l_true": scale * true_entropy_loss(real).mean()}
         if s.true_loss == "entropy_not_fake":
@@ -161,9 +177,14 @@ class BadSamples(Plugin):
     def sslrun_run_end(self, run: Run) -> None:
         if run.out_dir is None or self.last_batch is None or not run.world.is_main:
             return
-        candidates, keep = self.last_batch
-        if bool(keep.any()):
-            save_bad_sample_figure(run, candidates[keep], Path(run.out_dir))
+        epoch, clean, candidates, keep = self.last_batch
+        s: BadSampleSettings = self.settings  # type: ignore[assignment]
+        kept = int(keep.sum())
+        title = (
+            f"{run.recipe.data.name}, {run.recipe.name}: bad samples of epoch {epoch + 1}"
+            f" (λ = {warmup_lambda(s, epoch):g}, kept {kept}/{len(keep)}, C = {s.radius:g})"
+        )
+        save_bad_sample_figure(run, clean[keep], candidates[keep], Path(run.out_dir), title)
 
 
 @hookimpl

@@ -22,6 +22,7 @@ from ssl_plugins.methods.adversarial_batch import (
     CLEAN_LOGITS,
     DIRECTION,
     estimate_direction,
+    warn_about_xi,
 )
 from torch import Tensor
 
@@ -65,6 +66,11 @@ class Vat(Plugin):
     name: ClassVar[str] = "vat"
     order: ClassVar[int] = 100
     Settings: ClassVar[type[PluginSettings]] = VatSettings
+
+    @hookimpl
+    def sslrun_setup(self, run: Run) -> None:
+        s: VatSettings = self.settings  # type: ignore[assignment]
+        warn_about_xi(run, "plugins.vat.xi", s.xi, s.direction)
 
     @hookimpl
     def sslrun_collect_losses(self, run: Run, batch: BatchContext) -> dict[str, Tensor]:

@@ -24,7 +24,9 @@ def save_image_grid(images: Tensor, path: Path, nrow: int = 10) -> Path:
     return plots.save_image_grid(images[:100].detach().cpu(), path, nrow=nrow)
 
 
-def save_decision_scatter(run: Run, extra: Tensor, extra_label: str, path: Path) -> Path:
+def save_decision_scatter(
+    run: Run, extra: Tensor, extra_label: str, path: Path, title: str = ""
+) -> Path:
     """The unlabeled data coloured by prediction over the decision regions, plus ``extra``."""
     model = run.classifier
     was_training = model.training
@@ -44,19 +46,25 @@ def save_decision_scatter(run: Run, extra: Tensor, extra_label: str, path: Path)
             run.data.labeled_y.cpu(),
             {extra_label: extra.detach().cpu()},
             path,
-            title=f"{run.recipe.name}: epoch {run.epoch + 1}",
+            title=title or f"{run.recipe.data.name}, {run.recipe.name}: epoch {run.epoch + 1}",
         )
     finally:
         model.train(was_training)
 
 
-def save_bad_sample_figure(run: Run, bad: Tensor, out_dir: Path) -> Path | None:
-    """The last batch's kept bad samples: a scatter for 2-D data, an image grid otherwise.
+def save_bad_sample_figure(
+    run: Run, clean: Tensor, bad: Tensor, out_dir: Path, title: str
+) -> Path | None:
+    """The last batch's kept bad samples, ``bad_samples.png``.
 
-    With no kept bad sample there is no grid to draw (the scatter still shows the regions).
+    For 2-D data, a scatter over the decision regions (paper Fig. 6); for images, three
+    rows (paper Figs. 5, 7): the clean images, their bad samples and the perturbation
+    between them. With no kept bad sample there are no images to draw (the scatter
+    still shows the regions).
     """
+    path = out_dir / "bad_samples.png"
     if is_2d(run):
-        return save_decision_scatter(run, bad, "bad samples", out_dir / "bad_samples.png")
+        return save_decision_scatter(run, bad, "bad samples", path, title)
     if len(bad) == 0:
         return None
-    return save_image_grid(bad, out_dir / "bad_samples.png")
+    return plots.save_image_triplets(clean.detach().cpu(), bad.detach().cpu(), path, title)

@@ -164,7 +164,11 @@ def validate(
     from ssl_core.cli.session import check_recipe
 
     overrides = list(set_ or []) + ([f"seed={seed}"] if seed is not None else [])
-    resolved = check_recipe(recipe, _catalogue(), overrides, list(disable or []), data_dir)
+    resolved, warnings = check_recipe(
+        recipe, _catalogue(), overrides, list(disable or []), data_dir
+    )
+    for warning in warnings:
+        err_console.print(f"warning: {warning}", highlight=False, markup=False)
     from ssl_core.recipe.spec import dump_toml
 
     console.print(dump_toml(resolved.to_dict()), highlight=False, markup=False, soft_wrap=True)

@@ -16,6 +16,7 @@ from ssl_core.engine.checkpoint import CHECKPOINT_NAME
 from ssl_core.engine.distributed import World
 from ssl_core.engine.loop import prepare_training, restore_for_evaluation, train
 from ssl_core.engine.outputs import (
+    METRICS_NAME,
     RECIPE_NAME,
     SUMMARY_NAME,
     RunFolderLock,
@@ -27,6 +28,7 @@ from ssl_core.engine.outputs import (
 from ssl_core.engine.reporter import Reporter
 from ssl_core.engine.scores import scores
 from ssl_core.errors import RecipeError
+from ssl_core.experiments.plots import plot_accuracy
 from ssl_core.recipe.spec import ResolvedRecipe, dump_toml, load_recipe
 
 
@@ -120,6 +122,8 @@ def train_resolved(
                 reporter: Reporter = RichReporter() if main else Reporter()
                 reporter.message(f"run folder: {run_dir}")
                 summary = train(run, reporter, resume=continuing)
+                if world.is_main:
+                    draw_accuracy(run_dir, resolved)
                 files = ", ".join(written_files(run_dir))
                 reporter.result(f"run folder: {run_dir} ({files})")
                 return summary
@@ -153,6 +157,14 @@ def claim_run_dir(
     return run_dir, False
 
 
+def draw_accuracy(run_dir: Path, resolved: ResolvedRecipe) -> Path:
+    """``accuracy.png``: the run's test accuracy after each epoch."""
+    lines = (run_dir / METRICS_NAME).read_text(encoding="utf-8").splitlines()
+    curve = [json.loads(line)["test_acc"] for line in lines if line.strip()]
+    title = f"{resolved.recipe.data.name}, {resolved.recipe.name} (seed {resolved.recipe.seed})"
+    return plot_accuracy({resolved.recipe.name: [curve]}, run_dir / "accuracy.png", title=title)
+
+
 def now() -> str:
     """The time of day in ISO 8601, UTC, to the second."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -174,12 +186,13 @@ def check_recipe(
     overrides: Sequence[str] = (),
     disable: Sequence[str] = (),
     data_dir: str | None = None,
-) -> ResolvedRecipe:
+) -> tuple[ResolvedRecipe, list[str]]:
     """Validate a recipe and build what training would start with, writing nothing.
 
     Data, model and plugins are built and ``sslrun_setup`` runs, so a recipe that
     cannot train (a model that cannot take the data, a plugin that fails in setup,
     state no checkpoint would save) is refused here rather than at its first step.
+    Returns the resolved recipe and the warnings the plugins gave about it.
     """
     resolved = load_recipe(recipe_path, catalogue, overrides, disable)
     run = build_run(resolved, catalogue, data_dir=data_dir)
@@ -187,7 +200,7 @@ def check_recipe(
         prepare_training(run)
     finally:
         run.plugins.unregister()
-    return resolved
+    return resolved, run.warnings
 
 
 def evaluate_run(run_dir: Path, catalogue: Catalogue, data_dir: str | None) -> dict[str, Any]:

@@ -54,6 +54,8 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
     spec = run.recipe.train
     world = run.world
     samplers = prepare_training(run)
+    for warning in run.warnings:
+        reporter.message(f"warning: {warning}")
     log = MetricsLog(run.out_dir / METRICS_NAME) if run.out_dir and world.is_main else None
     state = restore(run, log) if resume else LoopState()
     if resume:
@@ -280,6 +282,8 @@ def summarize(run: Run, history: list[dict[str, Any]], wall: float) -> dict[str,
     }
     if history and "val_acc" in history[-1]:
         summary["final_val_acc"] = history[-1]["val_acc"]
+    if run.warnings:
+        summary["warnings"] = list(run.warnings)
     summary.update(run_provenance(run))
     return summary
 

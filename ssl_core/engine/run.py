@@ -61,6 +61,8 @@ class Run:
         self.states: dict[str, Stateful] = {}
         #: How the run was asked for (command line, overrides), for its summary.json.
         self.provenance: dict[str, Any] = {}
+        #: Warnings about the run's settings, shown when it starts and kept in its summary.
+        self.warnings: list[str] = []
 
     @property
     def num_classes(self) -> int:
@@ -82,6 +84,11 @@ class Run:
         x, y = (data.test_x, data.test_y) if split == "test" else (data.val_x, data.val_y)
         chosen = model if model is not None else self.classifier
         return split_accuracy(self.world, chosen, x, y, self.recipe.train.eval_batch)
+
+    def warn(self, text: str) -> None:
+        """Tell the user that a setting will not do what it seems to (one line)."""
+        if text not in self.warnings:
+            self.warnings.append(text)
 
     def register_state(self, name: str, obj: Stateful) -> None:
         """Checkpoint ``obj`` (a module, an optimizer, a schedule) under ``name``."""

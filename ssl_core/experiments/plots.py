@@ -46,12 +46,16 @@ def _array(values: Any) -> np.ndarray:
 
 
 def plot_accuracy(
-    curves: Mapping[str, Sequence[Sequence[float]]], path: Path, target: float | None = None
+    curves: Mapping[str, Sequence[Sequence[float]]],
+    path: Path,
+    target: float | None = None,
+    title: str = "",
 ) -> Path:
     """Test accuracy (%) against epoch: per label, the mean over its runs and the min–max band.
 
     ``curves`` maps a setting's label to its runs' per-epoch test accuracies (fractions).
     Runs of different lengths are averaged over the runs that reached each epoch.
+    ``title`` names what was run (dataset, recipe or sweep); the axes say the rest.
     """
     figure, ax = _figure()
     for label, runs in curves.items():
@@ -82,9 +86,13 @@ def plot_accuracy(
             label=f"target {100 * target:g}%",
         )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    longest = max((len(run) for runs in curves.values() for run in runs), default=1)
+    ax.set_xlim(0.5, max(longest, 1) + 0.5)  # one epoch is a point, not a broken axis
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Test accuracy: mean over seeds, band min–max")
+    bands = any(len(runs) > 1 for runs in curves.values())
+    what = "mean over seeds, band min–max" if bands else "per epoch"
+    ax.set_title(f"{title}: test accuracy, {what}" if title else f"Test accuracy, {what}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return _save(figure, path)
@@ -97,12 +105,17 @@ class TargetBar:
     label: str
     epochs: Sequence[int]
     runs: int
+    #: Epochs each run trained: "not reached within N epochs" when none got there.
+    budget: int = 0
 
 
-def plot_epochs_to_target(bars: Sequence[TargetBar], target: float, path: Path) -> Path:
+def plot_epochs_to_target(
+    bars: Sequence[TargetBar], target: float, path: Path, title: str = ""
+) -> Path:
     """Bars of the mean epochs to reach ``target`` (error bar: sample std), ``k/n`` reached.
 
-    A setting no run of which reached the target gets no bar, only the note "0/n".
+    A setting no run of which reached the target gets no bar, only the note "not
+    reached within N epochs", so that an empty place never reads as "0 epochs".
     """
     figure, ax = _figure(max(5.0, 1.2 * len(bars) + 2), 4.5)
     x = np.arange(len(bars))
@@ -121,6 +134,9 @@ def plot_epochs_to_target(bars: Sequence[TargetBar], target: float, path: Path) 
         )
     for position, mean, error, bar in zip(x, means, errors, bars, strict=True):
         note = f"{len(bar.epochs)}/{bar.runs}"
+        if not bar.epochs:
+            within = f" within {bar.budget} epochs" if bar.budget else ""
+            note = f"not reached{within}\n(0/{bar.runs})"
         ax.annotate(
             note,
             (position, mean + error),
@@ -134,8 +150,43 @@ def plot_epochs_to_target(bars: Sequence[TargetBar], target: float, path: Path) 
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xticks(x, [bar.label for bar in bars], rotation=20, ha="right", fontsize="small")
     ax.set_ylabel(f"epochs to {100 * target:g}% test accuracy")
-    ax.set_title(f"Epochs to {100 * target:g}% (k/n runs reached it)")
+    heading = f"epochs to {100 * target:g}% (k/n runs reached it)"
+    ax.set_title(f"{title}: {heading}" if title else heading[0].upper() + heading[1:])
     ax.grid(axis="y", alpha=0.3)
+    return _save(figure, path)
+
+
+def save_image_triplets(
+    clean: Any, perturbed: Any, path: Path, title: str, columns: int = 10
+) -> Path:
+    """Rows: clean images, their perturbed versions, and the perturbation between them.
+
+    The perturbation (perturbed − clean) is drawn around mid-grey, scaled so that its
+    largest pixel is black or white: the direction is visible even where it is faint.
+    ``clean`` and ``perturbed``: (N, 1 or 3, H, W) or (N, H, W) in [0, 1].
+    """
+    a, b = (_array(images).astype(np.float64) for images in (clean, perturbed))
+    a, b = (x[:, None] if x.ndim == 3 else x for x in (a, b))
+    n = min(columns, len(a))
+    difference = b[:n] - a[:n]
+    scale = max(float(np.abs(difference).max()), 1e-12)
+    rows = [
+        ("clean x", np.clip(a[:n], 0, 1)),
+        ("bad sample x + C·r/‖r‖", np.clip(b[:n], 0, 1)),
+        ("perturbation (grey = 0)", 0.5 + 0.5 * difference / scale),
+    ]
+    figure = Figure(figsize=(1.1 * n + 1.6, 4.0))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(3, n, squeeze=False)
+    for row, (label, images) in enumerate(rows):
+        for col in range(n):
+            ax = axes[row][col]
+            image = images[col].transpose(1, 2, 0)
+            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    figure.suptitle(title, fontsize="medium")
     return _save(figure, path)
 
 
@@ -243,5 +294,7 @@ def save_decision_scatter(
     ax.set_ylim(low[1], high[1])
     if title:
         ax.set_title(title)
+    ax.set_xlabel("x₁")
+    ax.set_ylabel("x₂")
     ax.legend(loc="upper right", fontsize="small")
     return _save(figure, path)

@@ -366,12 +366,31 @@ def write_report(
         group.label: [run.accuracy_curve for run in group.runs if run.finished and run.history]
         for group in groups
     }
+    title = figure_title(groups, out_dir)
     if any(curves.values()):
-        written.append(plots.plot_accuracy(curves, out_dir / ACCURACY_PNG, target))
+        written.append(plots.plot_accuracy(curves, out_dir / ACCURACY_PNG, target, title))
     if target is not None and any(row.finished for row in rows):
         bars = [
-            plots.TargetBar(group.label, reached_epochs(group, target), row.finished)
+            plots.TargetBar(
+                group.label,
+                reached_epochs(group, target),
+                row.finished,
+                max((len(run.history) for run in group.runs), default=0),
+            )
             for group, row in zip(groups, rows, strict=True)
         ]
-        written.append(plots.plot_epochs_to_target(bars, target, out_dir / EPOCHS_PNG))
+        written.append(plots.plot_epochs_to_target(bars, target, out_dir / EPOCHS_PNG, title))
     return written
+
+
+def figure_title(groups: Sequence[Group], out_dir: Path) -> str:
+    """``mnist, sweep fat-eps``: the datasets of the runs and the report's folder."""
+    datasets = sorted(
+        {
+            str(read_recipe(run.folder).get("data", {}).get("name", "?"))
+            for group in groups
+            for run in group.runs
+            if (run.folder / RECIPE_NAME).is_file()
+        }
+    )
+    return f"{', '.join(datasets)}, {out_dir.name}" if datasets else out_dir.name
