@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pluggy
@@ -60,10 +60,12 @@ class ActivePlugins:
 
     def call(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Call a training hook on every enabled plugin; a plugin's error names it."""
-        results = []
+        return list(self.call_in_turn(hook_name, **kwargs))
+
+    def call_in_turn(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[Plugin, Any]]:
+        """``call``, one plugin at a time: the caller acts on each result before the next runs."""
         for plugin, impl in self._impls(hook_name):
-            results.append((plugin, self._call_impl(plugin, impl, hook_name, kwargs)))
-        return results
+            yield plugin, self._call_impl(plugin, impl, hook_name, kwargs)
 
     def _impls(self, hook_name: str) -> list[tuple[Plugin, pluggy.HookImpl]]:
         caller = getattr(self.hook, hook_name)

@@ -26,6 +26,9 @@ class BatchContext:
       threshold τ) written by a density plugin before ``sslrun_after_step``; ``badgan``
       adds the density penalty of its generator objective (paper §2.2).
 
+    ``terms`` holds the batch's loss terms by name once every plugin has returned its
+    own (from ``sslrun_after_step`` on; a logger reads them there).
+
     ``stats`` collects per-batch numbers that are not losses (e.g. how many bad
     samples were kept); the core averages them over the epoch and logs them. Give
     them as tensors (``keep.sum()``, not ``int(keep.sum())``): reading a value on the
@@ -39,4 +42,5 @@ class BatchContext:
     y_labeled: Tensor
     x_unlabeled: Tensor
     shared: dict[str, Any] = field(default_factory=dict)
+    terms: dict[str, Tensor] = field(default_factory=dict)
     stats: dict[str, Tensor | float] = field(default_factory=dict)

@@ -40,7 +40,7 @@ passed to the batch hooks (``batch.shared``), never through module globals.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -154,11 +154,14 @@ def sslrun_evaluation_model(run: Run) -> nn.Module | None:
 
 
 @hookspec
-def sslrun_epoch_end(run: Run, epoch: int, metrics: dict[str, Any]) -> dict[str, float] | None:
+def sslrun_epoch_end(run: Run, epoch: int, metrics: Mapping[str, Any]) -> dict[str, float] | None:
     """Called after the epoch's evaluation with its metrics (read-only).
 
-    Return extra metrics to log (they land in ``metrics.jsonl`` and the progress
-    display). Advance per-epoch schedules here (FAT's lambda warm-up).
+    ``epoch`` counts from 0; ``metrics["epoch"]`` from 1, as on screen. Plugins are
+    called in their order and each sees the extras returned by those before it, so a
+    logger placed last (a high ``order``) sees the epoch's whole record. Return extra
+    metrics to log (they land in ``metrics.jsonl`` and the progress display). Advance
+    per-epoch schedules here (FAT's lambda warm-up).
     """
 
 

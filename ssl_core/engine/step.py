@@ -35,6 +35,7 @@ def train_step(
     with autocast(spec.precision, run.device):
         run.plugins.call("sslrun_pre_batch", run=run, batch=batch)
         terms, owners = collect_losses(run, batch)
+    batch.terms = terms
     total = sum(terms.values())
     assert isinstance(total, Tensor)
     if skip_faults:

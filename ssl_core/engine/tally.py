@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -79,8 +80,9 @@ def epoch_metrics(run: Run, epoch: int, tally: EpochTally) -> dict[str, Any]:
         metrics["skipped_batches"] = tally.skipped
     metrics.update(scores(run))
     metrics["seconds"] = seconds
-    for plugin, extra in run.plugins.call(
-        "sslrun_epoch_end", run=run, epoch=epoch, metrics=dict(metrics)
+    # In plugin order, each seeing the extras of those before it (a logger sees all).
+    for plugin, extra in run.plugins.call_in_turn(
+        "sslrun_epoch_end", run=run, epoch=epoch, metrics=MappingProxyType(metrics)
     ):
         for key, value in (extra or {}).items():
             if key in metrics:

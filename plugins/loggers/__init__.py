@@ -1,0 +1,1 @@
+"""Logging plugins: the run's numbers and pictures to other tools (TensorBoard)."""
