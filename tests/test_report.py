@@ -23,6 +23,7 @@ from ssl_core.experiments.report import (
     markdown_table,
     mean_std,
     natural_key,
+    read_run,
     summarize_group,
 )
 from ssl_core.recipe.spec import dump_toml
@@ -45,7 +46,7 @@ def make_run(
     (folder / "recipe.toml").write_text(dump_toml(recipe))
     lines = [
         json.dumps({"epoch": e, "test_acc": a, "seconds": seconds, "lr": lr, "ce": 0.1})
-        for e, a in enumerate(accs)
+        for e, a in enumerate(accs, 1)
     ]
     (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     if status is not None:
@@ -244,3 +245,13 @@ def test_report_refuses_a_target_outside_zero_one(tmp_path, capsys):
     _rows(tmp_path)
     assert sslrun("report", str(tmp_path), "--target", "98") == 2
     assert "fraction" in capsys.readouterr().err
+
+
+def test_an_older_run_numbered_from_zero_is_read_from_one(tmp_path):
+    folder = make_run(tmp_path / "old", [0.5, 0.7, 0.6])
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    old = [json.dumps({**json.loads(line), "epoch": n}) for n, line in enumerate(lines)]
+    (folder / "metrics.jsonl").write_text("\n".join(old) + "\n")
+    record = read_run(folder)
+    assert [r["epoch"] for r in record.history] == [1, 2, 3]
+    assert epochs_to_target(record.accuracy_curve, 0.7) == 2

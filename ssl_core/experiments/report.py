@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssl_core.engine.checkpoint import numbered_from_one
 from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME, SUMMARY_NAME, atomic_write_text
 from ssl_core.errors import DataError, RecipeError
 from ssl_core.recipe.spec import flatten
@@ -103,7 +104,10 @@ def read_recipe(folder: Path) -> dict[str, Any]:
 
 
 def read_run(folder: Path) -> RunRecord:
-    """Read a run folder's recipe seed, metrics.jsonl and summary.json (if any)."""
+    """Read a run folder's recipe seed, metrics.jsonl and summary.json (if any).
+
+    Epochs are numbered from 1 (an older version's metrics.jsonl counted from 0).
+    """
     seed = read_recipe(folder).get("seed")
     history: list[dict[str, Any]] = []
     metrics = folder / METRICS_NAME
@@ -123,7 +127,8 @@ def read_run(folder: Path) -> RunRecord:
         except json.JSONDecodeError:
             raise DataError(f"{summary_path}: not a JSON object") from None
     status = str(summary.get("status", "finished")) if summary else "unfinished"
-    return RunRecord(folder, seed if isinstance(seed, int) else None, status, history, summary)
+    seed = seed if isinstance(seed, int) else None
+    return RunRecord(folder, seed, status, numbered_from_one(history), summary)
 
 
 def find_run_folders(paths: Sequence[Path]) -> list[Path]:
