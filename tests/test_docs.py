@@ -35,7 +35,8 @@ COMMAND = re.compile(r"^(sslrun|python|python3|\.venv/bin/\S+|pip|torchrun|bash|
 #: Lines checked but not run: installing, a GPU, several processes or machines, the suite.
 NOT_RUN = re.compile(
     r"^(python3 -m venv|\.venv/bin/pip|pip |torchrun|bash benchmarks/device_check\.sh"
-    r"|\.venv/bin/python -m pytest)"
+    r"|\.venv/bin/python -m pytest"
+    r"|sslrun sweep .*--launcher (ray .*address=|slurm (?!.*cluster=local)))"
 )
 #: A command whose data the user brings (data.root under ~): it may only fail for lack of it.
 USER_DATA = re.compile(r"data\.root=~")
@@ -151,6 +152,20 @@ def check_without_running(line: str) -> None:
     if line.startswith("bash "):
         script = REPO / shlex.split(line)[1]
         assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    if line.startswith("sslrun sweep "):  # a cluster's sweep: its launcher and keys exist
+        words = shlex.split(line)
+        launcher = Catalogue.discover().launchers[words[words.index("--launcher") + 1]]
+        for option, value in zip(words, words[1:], strict=False):
+            if option == "--launcher-set":
+                assert value.split("=")[0] in launcher.Settings.model_fields, line
+
+
+def test_the_sweep_guide_describes_every_launcher_setting():
+    guide = (REPO / "docs" / "sweeps.md").read_text()
+    launchers = Catalogue.discover().launchers
+    for name in launchers.names():
+        for key in launchers[name].Settings.model_fields:
+            assert f"| `{key}` |" in guide, f"docs/sweeps.md: {name} launcher key {key}"
 
 
 def benchmark_commands() -> list[str]:

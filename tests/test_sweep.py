@@ -6,13 +6,16 @@ import json
 import re
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from ssl_plugins.launchers import local as local_launcher
+from ssl_plugins.launchers.local import LocalLauncher
 
+from ssl_core.api.launcher import Launcher, LauncherSettings, RunJob
 from ssl_core.cli.app import main
 from ssl_core.errors import RecipeError
 from ssl_core.experiments import launch as launch_module
-from ssl_core.experiments import sweep as sweep_module
 from ssl_core.experiments.folders import PlannedRun, folder_state, plan_sweep
 from ssl_core.experiments.grid import (
     Setting,
@@ -344,29 +347,33 @@ def test_a_run_started_before_a_setting_existed_still_matches(tmp_path, catalogu
         folder_state(folder, moved)
 
 
-def in_process_launcher(launched: list[PlannedRun], fail: str | None = None):
-    """Train each run in this process (fast); ``fail``: a folder part that makes it fail."""
+class InProcessLauncher(Launcher):
+    """Trains each run in this process (fast); ``fail``: a folder part that makes it fail."""
 
-    def launch(run: PlannedRun) -> int:
-        launched.append(run)
-        command = list(run.command)
-        if fail is not None and fail in str(run.folder):
+    name = "in_process"
+
+    def __init__(self, launched: list[RunJob], fail: str | None = None) -> None:
+        super().__init__(LauncherSettings(), None)
+        self.launched, self.fail = launched, fail
+
+    def launch(self, job: RunJob) -> int:
+        self.launched.append(job)
+        command = list(job.arguments)
+        if self.fail is not None and self.fail in str(job.folder):
             command += ["--set", "optim.lr=-1"]  # invalid: the run fails with a recipe error
-        run.log.parent.mkdir(parents=True, exist_ok=True)
+        job.log.parent.mkdir(parents=True, exist_ok=True)
         try:
             main(command)
         except SystemExit as exc:
-            run.log.write_text(f"error: failed on purpose ({exc.code})\n")
+            job.log.write_text(f"error: failed on purpose ({exc.code})\n")
             return int(exc.code or 0)
         return 0
-
-    return launch
 
 
 def test_a_second_sweep_launches_nothing_and_gives_the_same_table(tmp_path, catalogue):
     spec = SweepSpec(recipes=[MOONS], fixed=TINY, grid={"optim.lr": [0.01, 0.02]}, seeds=[1])
-    launched: list[PlannedRun] = []
-    first = run_sweep(spec, tmp_path, catalogue, in_process_launcher(launched))
+    launched: list[RunJob] = []
+    first = run_sweep(spec, tmp_path, catalogue, InProcessLauncher(launched))
     assert len(launched) == 2 and not first.failed
     assert [row.finished for row in first.rows] == [1, 1]
     table = (first.plan.folder / "table.md").read_text()
@@ -374,7 +381,7 @@ def test_a_second_sweep_launches_nothing_and_gives_the_same_table(tmp_path, cata
     assert len(summaries) == 2
 
     launched.clear()
-    again = run_sweep(spec, tmp_path, catalogue, in_process_launcher(launched))
+    again = run_sweep(spec, tmp_path, catalogue, InProcessLauncher(launched))
     assert launched == [] and again.outcomes == []
     assert (again.plan.folder / "table.md").read_text() == table
     assert {p: p.read_bytes() for p in summaries} == summaries
@@ -383,7 +390,7 @@ def test_a_second_sweep_launches_nothing_and_gives_the_same_table(tmp_path, cata
     # the manifest reruns the same sweep: still nothing to launch
     manifest = spec_from_command_line([first.plan.folder / "sweep.toml"])
     assert [slug(s) for s in expand(manifest)] == [slug(s) for s in expand(spec)]
-    run_sweep(manifest, tmp_path, catalogue, in_process_launcher(launched))
+    run_sweep(manifest, tmp_path, catalogue, InProcessLauncher(launched))
     assert launched == []
 
 
@@ -397,9 +404,10 @@ def test_a_second_sweep_launches_nothing_and_gives_the_same_table(tmp_path, cata
 def test_seed_order_launches_every_settings_first_seed_first(tmp_path, catalogue, order, launches):
     grid = {"optim.lr": [0.01, 0.02]}
     spec = SweepSpec(recipes=[MOONS], fixed=TINY, grid=grid, seeds=[1, 2], order=order)
-    launched: list[PlannedRun] = []
-    run_sweep(spec, tmp_path, catalogue, in_process_launcher(launched))
-    assert [(r.folder.parent.name.split("=")[1], r.seed) for r in launched] == launches
+    launched: list[RunJob] = []
+    run_sweep(spec, tmp_path, catalogue, InProcessLauncher(launched))
+    seeds = [(r.folder.parent.name.split("=")[1], int(r.folder.name[5:])) for r in launched]
+    assert seeds == launches
     manifest = spec_from_command_line([tmp_path / "supervised_moons" / "sweep.toml"])
     assert manifest.order == order
 
@@ -411,8 +419,8 @@ def test_an_unknown_order_is_refused():
 
 def test_a_failed_run_is_reported_and_does_not_stop_the_sweep(tmp_path, catalogue):
     spec = SweepSpec(recipes=[MOONS], fixed=TINY, grid={"optim.lr": [0.01, 0.02]}, seeds=[1])
-    launched: list[PlannedRun] = []
-    result = run_sweep(spec, tmp_path, catalogue, in_process_launcher(launched, "0.01/seed-1"))
+    launched: list[RunJob] = []
+    result = run_sweep(spec, tmp_path, catalogue, InProcessLauncher(launched, "0.01/seed-1"))
     assert len(launched) == 2
     [failed] = result.failed
     assert failed.run.folder.as_posix().endswith("optim.lr=0.01/seed-1")
@@ -422,24 +430,15 @@ def test_a_failed_run_is_reported_and_does_not_stop_the_sweep(tmp_path, catalogu
     assert "| optim.lr=0.01 | 0/1 |" in (result.plan.folder / "table.md").read_text()
 
     launched.clear()  # the next sweep retries only the failed run
-    retry = run_sweep(spec, tmp_path, catalogue, in_process_launcher(launched))
+    retry = run_sweep(spec, tmp_path, catalogue, InProcessLauncher(launched))
     assert [run.folder for run in launched] == [failed.run.folder]
     assert [row.status for row in retry.rows] == ["ok", "ok"]
 
 
-def test_the_sweep_command_exits_1_when_a_run_failed(tmp_path, catalogue, monkeypatch, capsys):
-    launched: list[PlannedRun] = []
-
-    class InProcess:
-        def __init__(self, threads: int | None) -> None:
-            self.launch = in_process_launcher(launched, "seed-2")
-
-        def __call__(self, run: PlannedRun) -> int:
-            return self.launch(run)
-
-        def terminate(self) -> None: ...
-
-    monkeypatch.setattr(sweep_module, "ProcessLauncher", InProcess)
+def test_the_sweep_command_exits_1_when_a_run_failed(tmp_path, monkeypatch, capsys):
+    launched: list[RunJob] = []
+    in_process = InProcessLauncher(launched, "seed-2")
+    monkeypatch.setattr(LocalLauncher, "launch", lambda self, job: in_process.launch(job))
     code = sslrun(
         "sweep",
         str(MOONS),
@@ -461,43 +460,48 @@ def test_the_sweep_command_exits_1_when_a_run_failed(tmp_path, catalogue, monkey
 
 def test_an_interrupt_cancels_queued_runs_and_stops_running_ones(tmp_path):
     runs = [PlannedRun(0, seed, tmp_path / f"seed-{seed}", [], "new") for seed in (1, 2, 3)]
-    launched: list[int] = []
     stopped = threading.Event()
 
-    def launch(run: PlannedRun) -> int:
-        launched.append(run.seed)
-        if run.seed > 1:  # still running when the interrupt comes
-            assert stopped.wait(timeout=30)
-            return 130
-        return 0
+    class Stoppable(Launcher):
+        name = "stoppable"
+        launched: ClassVar[list[str]] = []
+        closed = False
+
+        def launch(self, job: RunJob) -> int:
+            self.launched.append(job.folder.name)
+            if job.folder.name != "seed-1":  # still running when the interrupt comes
+                assert stopped.wait(timeout=30)
+                return 130
+            return 0
+
+        def stop(self) -> None:
+            stopped.set()
+
+        def close(self) -> None:
+            Stoppable.closed = True
 
     class Interrupting(launch_module.SweepWatcher):
         def done(self, outcome: launch_module.Outcome) -> None:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        launch_module.execute(runs, launch, 1, Interrupting(), on_interrupt=stopped.set)
-    assert stopped.is_set() and 3 not in launched
+        launch_module.execute(runs, Stoppable(LauncherSettings(), 1), Interrupting())
+    assert stopped.is_set() and "seed-3" not in Stoppable.launched and Stoppable.closed
 
 
 def test_an_interrupted_sweep_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
-    class Interrupted:
-        def __init__(self, threads: int | None) -> None: ...
+    def interrupted(self: LocalLauncher, job: RunJob) -> int:
+        raise KeyboardInterrupt
 
-        def __call__(self, run: PlannedRun) -> int:
-            raise KeyboardInterrupt
-
-        def terminate(self) -> None: ...
-
-    monkeypatch.setattr(sweep_module, "ProcessLauncher", Interrupted)
+    monkeypatch.setattr(LocalLauncher, "launch", interrupted)
     assert sslrun("sweep", str(MOONS), "--root", str(tmp_path), "--quiet") == 130
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: sweep interrupted;") and "\n" not in err
 
 
 def test_threads_are_shared_between_concurrent_runs(monkeypatch):
-    monkeypatch.setattr(launch_module.os, "cpu_count", lambda: 16)
-    assert [launch_module.threads_per_run(j) for j in (1, 2, 3, 16, 40)] == [16, 8, 5, 1, 1]
+    monkeypatch.setattr(local_launcher.os, "cpu_count", lambda: 16)
+    assert [local_launcher.threads_per_run(j) for j in (1, 2, 3, 16, 40)] == [16, 8, 5, 1, 1]
 
 
 # --- end to end -----------------------------------------------------------------------

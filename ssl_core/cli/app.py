@@ -197,7 +197,7 @@ def schema(
 
 @app.command()
 def plugins() -> None:
-    """List installed plugins, datasets and models: package, version and hooks."""
+    """List installed plugins, datasets, models and launchers: package, version, hooks."""
     catalogue = _catalogue()
     table = Table(title="sslrun plugins")
     for column in ("kind", "name", "package", "version", "hooks"):
@@ -207,6 +207,7 @@ def plugins() -> None:
         ("plugin", catalogue.plugins),
         ("dataset", catalogue.datasets),
         ("model", catalogue.models),
+        ("launcher", catalogue.launchers),
     ):
         for name in registry.names():
             package = registry.sources[name].split(" ")[0]

@@ -30,12 +30,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ssl_core.api.launcher import INTERRUPTED_EXIT
 from ssl_core.cli.progress import output_console
 from ssl_core.engine.outputs import SUMMARY_NAME
 from ssl_core.errors import RecipeError, SslrunError, TrainingError
 from ssl_core.experiments.folders import Plan, PlannedRun
 from ssl_core.experiments.grid import spec_from_command_line
-from ssl_core.experiments.launch import INTERRUPTED_EXIT, Outcome, SweepWatcher
+from ssl_core.experiments.launch import Outcome, SweepWatcher
 from ssl_core.experiments.report import (
     Row,
     find_run_folders,
@@ -79,7 +80,9 @@ def sweep(
         typer.Option(help="a,b: all enabled, then one setting with each of a, b switched off"),
     ] = None,
     seeds: Annotated[str | None, typer.Option(help="seeds: 1-5, 1,3,7 or 1-3,9")] = None,
-    jobs: Annotated[int | None, typer.Option(help="runs at a time (default 1)")] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="runs at a time (default: 1 locally, the launcher's)")
+    ] = None,
     target: TargetOption = None,
     name: Annotated[
         str | None, typer.Option(help="sweep folder name (default: the recipe file's name)")
@@ -88,13 +91,31 @@ def sweep(
         str | None,
         typer.Option(help="launch order: 'setting' (default) or 'seed' (first seeds first)"),
     ] = None,
+    launcher: Annotated[
+        str | None,
+        typer.Option(help="what starts the runs: local (default), ray, slurm or a plugin's"),
+    ] = None,
+    launcher_set: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE for the launcher (ray: address; slurm: partition ...)"),
+    ] = None,
     root: Annotated[Path, typer.Option(help="where sweep folders go")] = Path("sweeps"),
     data_dir: Annotated[str | None, typer.Option(help="data folder")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress display")] = False,
 ) -> None:
     """Train a grid of settings × seeds (skipping finished runs) and tabulate mean ± std."""
     spec = spec_from_command_line(
-        paths, set_ or [], disable or [], disable_each or [], seeds, jobs, target, name, order
+        paths,
+        set_ or [],
+        disable or [],
+        disable_each or [],
+        seeds,
+        jobs,
+        target,
+        name,
+        order,
+        launcher,
+        launcher_set or [],
     )
     watcher = SweepWatcher() if quiet else RichSweepWatcher()
     with interrupt_on_sigterm():
@@ -194,9 +215,13 @@ class RichSweepWatcher(SweepWatcher):
             run.folder: f"{plan.labels[run.setting]}, seed {run.seed}" for run in plan.runs
         }
         skipped = len(plan.runs) - len(pending)
+        spec = plan.spec
+        at_once = f"{spec.jobs} at a time" if spec.jobs else "one at a time"
+        if spec.launcher != "local":
+            at_once = f"through {spec.launcher}" + (f", {at_once}" if spec.jobs else "")
         err_console.print(
             f"sweep {plan.folder}: {len(plan.settings)} settings, {len(plan.runs)} runs"
-            f" ({skipped} already finished, {len(pending)} to run, {plan.spec.jobs} at a time)",
+            f" ({skipped} already finished, {len(pending)} to run, {at_once})",
             highlight=False,
             markup=False,
         )

@@ -18,6 +18,7 @@ from types import ModuleType
 
 import pluggy
 
+from ssl_core.api.launcher import Launcher
 from ssl_core.api.plugin import Plugin
 from ssl_core.api.providers import DatasetProvider, ModelProvider, Registry
 from ssl_core.engine import hookspecs
@@ -62,7 +63,7 @@ def new_plugin_manager() -> pluggy.PluginManager:
 
 
 class Catalogue:
-    """Everything installed: plugin modules and the plugins, datasets, models they register."""
+    """Everything installed: the plugin modules and what they register."""
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
@@ -70,6 +71,7 @@ class Catalogue:
         self.plugins: Registry[Plugin] = Registry("plugin")
         self.datasets: Registry[DatasetProvider] = Registry("dataset")
         self.models: Registry[ModelProvider] = Registry("model")
+        self.launchers: Registry[Launcher] = Registry("launcher")
         self.warnings: list[str] = []
         self._source = ""
 
@@ -108,6 +110,9 @@ class Catalogue:
         )
         hook.sslrun_register_models.call_historic(
             kwargs={"register": lambda item: self.models.register(item, self._source)}
+        )
+        hook.sslrun_register_launchers.call_historic(
+            kwargs={"register": lambda item: self.launchers.register(item, self._source)}
         )
 
     def add_module(self, record: PluginModule, module: ModuleType) -> None:

@@ -9,6 +9,7 @@ components they provide::
     sslrun_register_plugins   -> recipe plugins (loss terms, generators, ...)
     sslrun_register_datasets  -> named datasets
     sslrun_register_models    -> named classifiers
+    sslrun_register_launchers -> named sweep launchers (local, ray, slurm)
 
 *Training* (for the plugins a recipe enables, instantiated with their validated
 settings and called in their deterministic order, see :mod:`ssl_core.engine.active`)::
@@ -48,6 +49,7 @@ import pluggy
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
+    from ssl_core.api.launcher import Launcher
     from ssl_core.api.providers import DatasetProvider, ModelProvider
     from ssl_core.engine.context import BatchContext
     from ssl_core.engine.run import Run
@@ -84,6 +86,16 @@ def sslrun_register_models(register: Callable[[type[ModelProvider]], None]) -> N
     A provider names the model (the recipe's ``model.name``), declares its extra
     ``[model]`` keys (``Settings``) and builds a module returning K pre-softmax
     outputs with a ``features`` method for the penultimate layer.
+    """
+
+
+@hookspec(historic=True)
+def sslrun_register_launchers(register: Callable[[type[Launcher]], None]) -> None:
+    """Register sweep launchers: call ``register(LauncherClass)`` for each.
+
+    A launcher (:class:`ssl_core.api.launcher.Launcher`) names itself (``sslrun sweep
+    --launcher NAME``), declares its ``[launcher]`` keys (``Settings``) and starts a
+    sweep's runs wherever it likes: child processes, Ray tasks, cluster jobs.
     """
 
 

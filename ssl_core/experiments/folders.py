@@ -8,12 +8,14 @@ refused. ``sweep.toml`` in the sweep folder writes the sweep down so it can be r
 
 from __future__ import annotations
 
+import difflib
 import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ssl_core.api.launcher import Launcher, LauncherSettings, RunJob
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME
 from ssl_core.engine.outputs import (
@@ -27,7 +29,13 @@ from ssl_core.engine.outputs import (
 from ssl_core.errors import RecipeError
 from ssl_core.experiments.grid import Setting, SweepSpec, expand, slug, toml_literal
 from ssl_core.experiments.report import label_groups, setting_of
-from ssl_core.recipe.spec import ResolvedRecipe, dump_toml, load_recipe, read_toml
+from ssl_core.recipe.spec import (
+    ResolvedRecipe,
+    dump_toml,
+    load_recipe,
+    read_toml,
+    validate_section,
+)
 
 MANIFEST_NAME = "sweep.toml"
 
@@ -45,6 +53,8 @@ class PlannedRun:
     folder: Path
     args: list[str]
     state: str
+    threads: int = 0
+    gpus: int = 0
 
     @property
     def log(self) -> Path:
@@ -57,6 +67,20 @@ class PlannedRun:
         where = "--resume" if self.state == "resume" else "--out"
         return [*self.args, where, str(self.folder)]
 
+    @property
+    def job(self) -> RunJob:
+        """The run as a launcher gets it."""
+        return RunJob(
+            name="/".join(self.folder.parts[-3:]),
+            folder=self.folder,
+            log=self.log,
+            arguments=tuple(self.command),
+            resume_arguments=(*self.args, "--resume", str(self.folder)),
+            checkpoint=self.folder / CHECKPOINT_NAME,
+            threads=self.threads,
+            gpus=self.gpus,
+        )
+
 
 @dataclass
 class Plan:
@@ -67,6 +91,8 @@ class Plan:
     settings: list[Setting]
     labels: list[str]
     runs: list[PlannedRun]
+    launcher: type[Launcher]
+    launcher_settings: LauncherSettings
 
 
 def plan_sweep(
@@ -78,6 +104,7 @@ def plan_sweep(
     name, two settings with the same recipe, or a folder holding another recipe's run.
     """
     spec.check()
+    launcher, launcher_settings = plan_launcher(spec, catalogue)
     settings = expand(spec)
     slugs = [slug(setting, len(spec.recipes) > 1) for setting in settings]
     if len(set(slugs)) < len(slugs):
@@ -111,8 +138,23 @@ def plan_sweep(
             args += ["--seed", str(seed), "--quiet"]
             args += ["--data-dir", data_dir] if data_dir else []
             state = folder_state(run_folder, seeded)
-            runs.append(PlannedRun(index, seed, run_folder, args, state))
-    return Plan(spec, folder, settings, label_groups(flat_settings), runs)
+            train = seeded.recipe.train
+            gpus = 1 if train.device == "cuda" else 0
+            runs.append(PlannedRun(index, seed, run_folder, args, state, train.threads, gpus))
+    labels = label_groups(flat_settings)
+    return Plan(spec, folder, settings, labels, runs, launcher, launcher_settings)
+
+
+def plan_launcher(spec: SweepSpec, catalogue: Catalogue) -> tuple[type[Launcher], LauncherSettings]:
+    """The registered launcher the sweep names, and its validated settings."""
+    if spec.launcher not in catalogue.launchers:
+        known = catalogue.launchers.names()
+        close = difflib.get_close_matches(spec.launcher, known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"installed: {', '.join(known)}"
+        raise RecipeError(f"--launcher {spec.launcher}: unknown launcher ({hint})")
+    launcher = catalogue.launchers[spec.launcher]
+    settings = validate_section(launcher.Settings, spec.launcher_settings, "sweep", "launcher")
+    return launcher, settings
 
 
 def _normalised(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +209,7 @@ def write_manifest(plan: Plan) -> Path:
         "disable_each": spec.disable_each,
         "set": _nested(spec.fixed),
         "grid": _nested(spec.grid),
+        "launcher": {"name": spec.launcher, **spec.launcher_settings},
     }
     path = plan.folder / MANIFEST_NAME
     plan.folder.mkdir(parents=True, exist_ok=True)

@@ -104,6 +104,18 @@ def parse_set(option: str) -> tuple[str, list[Any]]:
     return key, values
 
 
+def parse_launcher_set(option: str) -> tuple[str, Any]:
+    """``key=value`` for the launcher: one value, a TOML literal or a bare string."""
+    key, sep, text = option.partition("=")
+    key = key.strip()
+    if not sep or not _NAME.fullmatch(key) or not text.strip():
+        raise RecipeError(f"--launcher-set {option}: expected KEY=VALUE")
+    try:
+        return key, parse_literal(text.strip())
+    except tomllib.TOMLDecodeError:
+        raise RecipeError(f"--launcher-set {option}: '{text}' is not a TOML literal") from None
+
+
 def toml_literal(value: Any) -> str:
     """The TOML text of one value, as given to a child's ``--set key=...``."""
     return dump_toml({"value": value}).strip().removeprefix("value = ")
@@ -120,7 +132,9 @@ class SweepSpec:
     recipe's own seed. ``target`` (a fraction) adds epochs-to-target to the table.
     ``order`` is the launch order: ``"setting"`` (every seed of a setting, then the
     next setting) or ``"seed"`` (every setting's first seed before any second seed, so
-    a long sweep has one complete row of results early).
+    a long sweep has one complete row of results early). ``launcher`` names the
+    registered launcher that starts the runs, ``launcher_settings`` its keys; ``jobs``
+    caps the runs at a time (None: the launcher's default, one for ``local``).
     """
 
     recipes: list[Path]
@@ -130,9 +144,11 @@ class SweepSpec:
     disable: list[str] = field(default_factory=list)
     disable_each: list[str] = field(default_factory=list)
     seeds: list[int] | None = None
-    jobs: int = 1
+    jobs: int | None = None
     target: float | None = None
     order: str = "setting"
+    launcher: str = "local"
+    launcher_settings: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         """Refuse contradictory or empty sweeps before anything runs (one-line errors)."""
@@ -142,8 +158,10 @@ class SweepSpec:
             raise RecipeError(f"--name {self.name}: use letters, digits, '.', '_' and '-' only")
         if self.order not in SWEEP_ORDERS:
             raise RecipeError(f"--order {self.order}: give one of {', '.join(SWEEP_ORDERS)}")
-        if self.jobs < 1:
+        if self.jobs is not None and self.jobs < 1:
             raise RecipeError(f"--jobs {self.jobs}: must be at least 1")
+        if not _NAME.fullmatch(self.launcher):
+            raise RecipeError(f"--launcher {self.launcher}: not a launcher name")
         if self.target is not None and not 0 < self.target <= 1:
             raise RecipeError(f"--target {self.target}: give a fraction in (0, 1], e.g. 0.98")
         if self.seeds is not None and not self.seeds:
@@ -222,13 +240,14 @@ class SweepFile(BaseModel):
     recipe: str | list[str]
     name: str | None = None
     seeds: str | int | list[int] | None = None
-    jobs: int = Field(1, ge=1)
+    jobs: int | None = Field(None, ge=1)
     target: float | None = Field(None, gt=0, le=1)
     order: Literal["setting", "seed"] = "setting"
     disable: list[str] = Field(default_factory=list)
     disable_each: list[str] = Field(default_factory=list)
     fixed: dict[str, Any] = Field(default_factory=dict, alias="set")
     grid: dict[str, Any] = Field(default_factory=dict)
+    launcher: dict[str, Any] = Field(default_factory=dict)
 
 
 def is_sweep_file(path: Path) -> bool:
@@ -253,6 +272,10 @@ def load_sweep_file(path: Path) -> SweepSpec:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise RecipeError(f"{path}: grid.{key}: expected a non-empty list of values to try")
+    launcher = dict(parsed.launcher)
+    name = launcher.pop("name", "local")
+    if not isinstance(name, str):
+        raise RecipeError(f"{path}: launcher.name: expected a launcher name, got {name!r}")
     return SweepSpec(
         recipes=[path.parent / recipe for recipe in recipes],
         name=parsed.name,
@@ -264,6 +287,8 @@ def load_sweep_file(path: Path) -> SweepSpec:
         jobs=parsed.jobs,
         target=parsed.target,
         order=parsed.order,
+        launcher=name,
+        launcher_settings=launcher,
     )
 
 
@@ -288,11 +313,14 @@ def spec_from_command_line(
     target: float | None = None,
     name: str | None = None,
     order: str | None = None,
+    launcher: str | None = None,
+    launcher_sets: Sequence[str] = (),
 ) -> SweepSpec:
     """A sweep from ``sslrun sweep`` arguments: recipes, or one sweep file the options amend.
 
     A ``--set`` with one value fixes the key for every run; with several it is swept.
-    A key given on the command line replaces the sweep file's.
+    A key given on the command line replaces the sweep file's; ``--launcher`` naming
+    another launcher than the file's drops the file's launcher keys.
     """
     if len(paths) == 1 and is_sweep_file(paths[0]):
         spec = load_sweep_file(paths[0])
@@ -321,5 +349,10 @@ def spec_from_command_line(
     spec.target = target if target is not None else spec.target
     spec.name = name if name is not None else spec.name
     spec.order = order if order is not None else spec.order
+    if launcher is not None and launcher != spec.launcher:
+        spec.launcher, spec.launcher_settings = launcher, {}
+    for option in launcher_sets:
+        key, value = parse_launcher_set(option)
+        spec.launcher_settings[key] = value
     spec.check()
     return spec

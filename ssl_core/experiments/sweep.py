@@ -2,11 +2,11 @@
 
 A sweep is planned (:mod:`ssl_core.experiments.grid`: the settings;
 :mod:`ssl_core.experiments.folders`: a folder per run and what it needs), launched
-(:mod:`ssl_core.experiments.launch`: ``python -m ssl_core train ...`` children, ``jobs``
-at a time, the CPU threads split between them) and aggregated by
-:mod:`ssl_core.experiments.report`. Started again, a sweep skips what is finished,
-resumes what was interrupted and launches the rest; a failed run is a row's status,
-never the end of the sweep. Benchmarks build a :class:`SweepSpec` and call
+(:mod:`ssl_core.experiments.launch`, through the sweep's launcher: ``local`` child
+processes, Ray tasks or SLURM jobs, each a ``python -m ssl_core train ...`` process)
+and aggregated by :mod:`ssl_core.experiments.report`. Started again, a sweep skips
+what is finished, resumes what was interrupted and launches the rest; a failed run is a
+row's status, never the end of the sweep. Benchmarks build a :class:`SweepSpec` and call
 :func:`run_sweep` directly.
 """
 
@@ -16,18 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ssl_core.api.launcher import Launcher
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME
 from ssl_core.experiments.folders import Plan, plan_sweep, write_manifest
 from ssl_core.experiments.grid import SweepSpec
-from ssl_core.experiments.launch import (
-    Launcher,
-    Outcome,
-    ProcessLauncher,
-    SweepWatcher,
-    execute,
-    threads_per_run,
-)
+from ssl_core.experiments.launch import Outcome, SweepWatcher, execute
 from ssl_core.experiments.report import (
     Group,
     Row,
@@ -55,11 +49,14 @@ def run_sweep(
     spec: SweepSpec,
     root: Path = Path("sweeps"),
     catalogue: Catalogue | None = None,
-    launch: Launcher | None = None,
+    launcher: Launcher | None = None,
     data_dir: str | None = None,
     watcher: SweepWatcher | None = None,
 ) -> SweepResult:
-    """Plan, run what is not finished, then write the table and plots in the sweep folder."""
+    """Plan, run what is not finished, then write the table and plots in the sweep folder.
+
+    ``launcher`` replaces the one the sweep names (tests run sweeps in-process).
+    """
     plan = plan_sweep(spec, catalogue or Catalogue.discover(), root, data_dir)
     write_manifest(plan)
     pending = [run for run in plan.runs if run.state != "finished"]
@@ -70,14 +67,12 @@ def run_sweep(
         if run.state == "restart":  # recipe.toml (and nothing learned) from a dead start
             for name in (RECIPE_NAME, METRICS_NAME):
                 (run.folder / name).unlink(missing_ok=True)
-    on_interrupt = None
-    if launch is None:
-        processes = ProcessLauncher(threads_per_run(spec.jobs) if spec.jobs > 1 else None)
-        launch, on_interrupt = processes, processes.terminate
+    if launcher is None:
+        launcher = plan.launcher(plan.launcher_settings, spec.jobs)
     watcher = watcher or SweepWatcher()
     watcher.start(plan, pending)
     try:
-        outcomes = execute(pending, launch, spec.jobs, watcher, on_interrupt)
+        outcomes = execute(pending, launcher, watcher)
     finally:
         watcher.finish()
     groups = collect_groups(plan, outcomes)

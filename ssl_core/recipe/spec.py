@@ -291,7 +291,7 @@ def validate_recipe(raw: dict[str, Any], catalogue: Components, source: str) -> 
             )
             raise RecipeError(f"{source}: plugins.{name}: {detail}", f"plugins.{name}", detail)
         plugin_cls: type[Plugin] = catalogue.plugins[name]
-        plugin_settings[name] = _validate_section(
+        plugin_settings[name] = validate_section(
             plugin_cls.Settings, table, source, f"plugins.{name}"
         )
 
@@ -319,7 +319,8 @@ def _provider_settings(
     return settings
 
 
-def _validate_section(model: type[BaseModel], table: Any, source: str, prefix: str) -> Any:
+def validate_section(model: type[BaseModel], table: Any, source: str, prefix: str) -> Any:
+    """``table`` validated by ``model``; a problem as one line naming ``source: prefix.key``."""
     if not isinstance(table, dict):
         raise RecipeError(f"{source}: {prefix}: expected a table, got {type(table).__name__}")
     try:

@@ -1,0 +1,1 @@
+"""Sweep launchers: child processes here, Ray tasks, SLURM jobs through submitit."""
