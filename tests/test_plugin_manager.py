@@ -124,12 +124,15 @@ def test_builtins_are_discovered_through_entry_points(catalogue):
     assert "supervised" in catalogue.plugins.names()
     assert {"mnist", "moons", "svhn", "cifar10", "cifar100"} <= set(catalogue.datasets.names())
     assert {"mnist_mlp", "mlp", "cnn13"} <= set(catalogue.models.names())
+    assert {"local", "ray", "slurm"} <= set(catalogue.launchers.names())
     builtins = {
         m.entry_point.split(" = ")[0] for m in catalogue.modules if m.distribution == "sslrun"
     }
     assert {"supervised", "vat", "bad_samples", "badgan", "datasets", "models"} <= builtins
     for name in ("supervised", "vat", "bad_samples", "badgan"):  # other packages may add more
         assert catalogue.plugins.sources[name].startswith("sslrun ")
+    for name in ("local", "ray", "slurm"):
+        assert catalogue.launchers.sources[name].startswith("sslrun ")
 
 
 def test_escape_variable_loads_only_builtins(monkeypatch):
@@ -154,6 +157,7 @@ def test_every_hook_has_a_test():
         "sslrun_register_plugins",  # test_builtins_are_discovered_through_entry_points
         "sslrun_register_datasets",  # idem, and test_catalogue_hooks_reach_late_modules
         "sslrun_register_models",
+        "sslrun_register_launchers",  # idem, and test_launchers.py's third-party launcher
     }
     assert specs == tested
 
