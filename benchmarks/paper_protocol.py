@@ -189,7 +189,9 @@ def curves(found: dict[str, list[RunRecord]]) -> list[Path]:
         }
         if series:
             path = FIGURES / f"paper-mnist{labels}-accuracy.png"
-            written.append(plot_accuracy(series, path, target=0.98 if labels == 100 else None))
+            title = f"MNIST-{labels}, recipes/paper (50,000 updates)"
+            target = 0.98 if labels == 100 else None
+            written.append(plot_accuracy(series, path, target=target, title=title))
     return written
 
 
