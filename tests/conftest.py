@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ssl_core.api.providers import ImageDataset
+from ssl_core.cli import app as cli
 from ssl_core.engine.catalogue import Catalogue
 
 # Tiny tensors run fastest on one thread; two threads on two shared cores thrash.
@@ -24,6 +25,28 @@ RECIPES = REPO / "recipes"
 @pytest.fixture(scope="session")
 def catalogue() -> Catalogue:
     return Catalogue.discover()
+
+
+@pytest.fixture
+def sslrun(catalogue, capsys, monkeypatch):
+    """``sslrun ARGS`` in-process with the module's ``catalogue``: (exit code, stderr)."""
+    monkeypatch.setattr(cli, "_catalogue", lambda trace=False: catalogue)
+
+    def invoke(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            cli.main([*args])
+            raise SystemExit(0)
+        return info.value.code or 0, capsys.readouterr().err
+
+    return invoke
+
+
+def error_line(err: str) -> str:
+    """The one ``error:`` line a failing command printed."""
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
 
 
 EXAMPLE_PLUGIN = REPO / "examples" / "sslrun-pseudo-label"

@@ -11,6 +11,8 @@ from ssl_core.cli import app as cli
 from ssl_core.recipe.spec import dump_toml
 from ssl_core.testing import InterruptAt, catalogue_with, tiny_recipe
 
+from .conftest import error_line
+
 
 @pytest.fixture(scope="module")
 def catalogue():
@@ -37,12 +39,6 @@ def write(tmp_path: Path, name: str = "tiny", **sections) -> Path:
     path = tmp_path / f"{name}.toml"
     path.write_text(dump_toml(tiny_recipe(**sections)))
     return path
-
-
-def error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_an_interrupted_run_resumes_with_the_printed_command(sslrun, tmp_path):

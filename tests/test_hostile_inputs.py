@@ -90,21 +90,6 @@ def catalogue() -> Catalogue:
     return Catalogue.discover(extra_modules=[module])
 
 
-@pytest.fixture
-def sslrun(catalogue, capsys, monkeypatch):
-    """``sslrun ARGS`` in-process with the test plugins installed: (exit code, stderr)."""
-    monkeypatch.setattr(cli, "_catalogue", lambda trace=False: catalogue)
-
-    def invoke(*args: str) -> tuple[int, str]:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as info:
-            cli.main([*args])
-            raise SystemExit(0)
-        return info.value.code or 0, capsys.readouterr().err
-
-    return invoke
-
-
 def one_error_line(stderr: str) -> str:
     """The single ``error:`` line; fails on a traceback or several error lines."""
     lines = [line for line in stderr.splitlines() if line.startswith("error:")]

@@ -19,7 +19,6 @@ from typing import ClassVar
 import pytest
 
 from ssl_core import Plugin, hookimpl
-from ssl_core.cli import app as cli
 from ssl_core.engine import distributed, outputs
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME
 from ssl_core.engine.outputs import RunFolderLock, create_run_dir
@@ -28,6 +27,8 @@ from ssl_core.experiments.folders import folder_state
 from ssl_core.experiments.report import group_folders
 from ssl_core.recipe.spec import dump_toml, load_recipe
 from ssl_core.testing import catalogue_with, tiny_recipe, train_recipe
+
+from .conftest import error_line
 
 
 class FailsInSetup(Plugin):
@@ -72,31 +73,10 @@ def catalogue():
     return catalogue_with(*HELPERS)
 
 
-@pytest.fixture
-def sslrun(catalogue, capsys, monkeypatch):
-    """``sslrun ARGS`` in-process: (exit code, stderr)."""
-    monkeypatch.setattr(cli, "_catalogue", lambda trace=False: catalogue)
-
-    def invoke(*args: str) -> tuple[int, str]:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as info:
-            cli.main([*args])
-            raise SystemExit(0)
-        return info.value.code or 0, capsys.readouterr().err
-
-    return invoke
-
-
 def recipe_file(tmp_path: Path, **sections) -> Path:
     path = tmp_path / "recipe.toml"
     path.write_text(dump_toml(tiny_recipe(**sections)))
     return path
-
-
-def error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 # --- concurrency ------------------------------------------------------------------------

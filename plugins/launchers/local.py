@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from typing import ClassVar
 
 from ssl_core.api.launcher import (
@@ -38,8 +37,6 @@ class LocalLauncher(Launcher):
         super().__init__(settings, jobs)
         self.env = thread_env(threads_per_run(jobs) if jobs and jobs > 1 else None)
         self.running: set[ChildRun] = set()
-        self.stopping = False
-        self.lock = threading.Lock()
 
     def launch(self, job: RunJob) -> int:
         child = ChildRun(job, self.env)

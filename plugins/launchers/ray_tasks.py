@@ -13,7 +13,6 @@ Ray is imported only when this launcher is used.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -63,8 +62,6 @@ class RayLauncher(Launcher):
         self.task: Any = None
         self.started_ray = False
         self.running: set[Any] = set()
-        self.stopping = False
-        self.lock = threading.Lock()
 
     @property
     def s(self) -> RaySettings:

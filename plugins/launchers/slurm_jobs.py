@@ -16,7 +16,6 @@ files go to ``SWEEP/.submitit``.
 from __future__ import annotations
 
 import signal
-import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -93,8 +92,6 @@ class SlurmLauncher(Launcher):
         super().__init__(settings, jobs)
         self.executor: Any = None
         self.submitted: dict[str, Any] = {}
-        self.stopping = False
-        self.lock = threading.Lock()
 
     @property
     def s(self) -> SlurmSettings:

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ class Launcher:
     def __init__(self, settings: LauncherSettings, jobs: int | None) -> None:
         self.settings = settings
         self.jobs = jobs
+        #: Set by :meth:`stop` under ``lock``: a launch that sees it starts nothing.
+        self.stopping = False
+        self.lock = threading.Lock()
 
     def concurrency(self, pending: int) -> int:
         """How many runs are launched at once: ``--jobs``, else one."""
