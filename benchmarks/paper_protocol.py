@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from results_md import write_section
@@ -38,7 +39,7 @@ from ssl_core.experiments.report import (
     read_recipe,
     read_run,
 )
-from ssl_core.experiments.sweep import run_sweep
+from ssl_core.experiments.sweep import SweepResult, run_sweep
 from ssl_core.recipe.spec import parse_literal
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,28 +75,38 @@ def parse_set(option: str) -> tuple[str, object]:
     return key, parse_literal(value)
 
 
-def keep_run(folder: Path, results: Path) -> Path | None:
-    """Copy a finished run's small files to ``results/<recipe>/<seed folder>``."""
-    record = read_run(folder)
-    if not record.finished:
+def keep_run(folder: Path, target: Path) -> Path | None:
+    """Copy a finished run's small files into ``target``; None if it has not finished."""
+    if not read_run(folder).finished:
         return None
-    target = results / folder.parent.name / folder.name
     target.mkdir(parents=True, exist_ok=True)
     for name in KEPT_FILES:
         shutil.copy2(folder / name, target / name)
     return target
 
 
+def protocol_target(results: Path) -> Callable[[Path], Path]:
+    """Where a protocol run folder is kept: ``results/<recipe>/<seed folder>``."""
+    return lambda folder: results / folder.parent.name / folder.name
+
+
 class KeepFinished(SweepWatcher):
     """Copies every run that finishes into the committed results, and says so."""
 
-    def __init__(self, results: Path) -> None:
-        self.results = results
+    def __init__(self, target_of: Callable[[Path], Path]) -> None:
+        self.target_of = target_of
 
     def done(self, outcome: Outcome) -> None:
-        kept = keep_run(outcome.run.folder, self.results)
+        folder = outcome.run.folder
+        kept = keep_run(folder, self.target_of(folder))
         state = f"kept in {kept}" if kept else f"not finished ({outcome.message or 'stopped'})"
-        print(f"{outcome.run.folder}: {state}", flush=True)
+        print(f"{folder}: {state}", flush=True)
+
+    def keep_all(self, result: SweepResult) -> None:
+        """Also keep the runs that had finished before this invocation."""
+        for planned in result.plan.runs:
+            if planned.folder.is_dir():
+                keep_run(planned.folder, self.target_of(planned.folder))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,10 +119,9 @@ def run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         order="seed",
     )
-    result = run_sweep(spec, root=args.root, watcher=KeepFinished(args.results))
-    for planned in result.plan.runs:  # also those finished before this invocation
-        if planned.folder.is_dir():
-            keep_run(planned.folder, args.results)
+    keeper = KeepFinished(protocol_target(args.results))
+    result = run_sweep(spec, root=args.root, watcher=keeper)
+    keeper.keep_all(result)
     print(f"{len(result.failed)} failed of {len(result.outcomes)} launched", flush=True)
     return 1 if result.failed else 0
 
