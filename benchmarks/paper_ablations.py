@@ -26,10 +26,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from paper_protocol import RECIPES, REPO, KeepFinished, committed_runs, percent
+from paper_protocol import RECIPES, REPO, KeepFinished, committed_runs, parse_set, percent
 from results_md import write_section
 
-from ssl_core.experiments.grid import SweepSpec, parse_seeds
+from ssl_core.experiments.grid import SweepSpec, parse_seeds, toml_literal
 from ssl_core.experiments.report import RunRecord
 from ssl_core.experiments.sweep import run_sweep
 
@@ -74,8 +74,7 @@ def change_text(setting: Setting) -> str:
     """The change as it would be typed after ``--set``."""
     if not setting.change:
         return "–"
-    shown = {k: str(v).lower() if isinstance(v, bool) else v for k, v in setting.change.items()}
-    return ", ".join(f"`{key}={value}`" for key, value in shown.items())
+    return ", ".join(f"`{key}={toml_literal(value)}`" for key, value in setting.change.items())
 
 
 # --- run ------------------------------------------------------------------------------
@@ -89,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
                 "data.validation": VALIDATION,
                 "train.epochs": args.epochs,
                 "train.threads": 1,
+                **dict(parse_set(option) for option in args.set),
                 **setting.change,
             }
             spec = SweepSpec(
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--settings", nargs="+", choices=list(BY_NAME), default=list(BY_NAME))
     train.add_argument("--root", type=Path, default=REPO / "sweeps", help="sweep folders")
     train.add_argument("--results", type=Path, default=RESULTS, help="committed run data")
+    train.add_argument("--set", action="append", default=[], help="KEY=VALUE for every run")
     summary = sub.add_parser("report", help="write the docs/results.md section")
     summary.add_argument("--results", type=Path, default=RESULTS, help="committed run data")
     args = parser.parse_args(argv)

@@ -60,6 +60,8 @@ PAPER_TABLE1 = {
 #: Figure 3 (left): the accuracies whose epochs-to-reach the paper draws for MNIST-100.
 FIGURE3_TARGETS = (0.98, 0.90, 0.80)
 KEPT_FILES = (RECIPE_NAME, METRICS_NAME, SUMMARY_NAME)
+#: Every protocol recipe is named ``paper_<its file stem>``.
+RECIPE_NAME_PREFIX = "paper_"
 
 
 def recipe_stem(method: str, labels: int) -> str:
@@ -86,8 +88,17 @@ def keep_run(folder: Path, target: Path) -> Path | None:
 
 
 def protocol_target(results: Path) -> Callable[[Path], Path]:
-    """Where a protocol run folder is kept: ``results/<recipe>/<seed folder>``."""
-    return lambda folder: results / folder.parent.name / folder.name
+    """Where a protocol run is kept: ``results/<recipe file stem>/<seed folder>``.
+
+    The stem comes from the recorded recipe name (``paper_<stem>``), not from the sweep's
+    folder, which is named ``base`` when only one recipe is run.
+    """
+
+    def target(folder: Path) -> Path:
+        name = str(read_recipe(folder)["name"])
+        return results / name.removeprefix(RECIPE_NAME_PREFIX) / folder.name
+
+    return target
 
 
 class KeepFinished(SweepWatcher):

@@ -1,0 +1,123 @@
+"""The paper-protocol scripts keep what finished, never redo it, and table what they kept.
+
+``benchmarks/paper_protocol.py`` and ``benchmarks/paper_ablations.py`` run for hours; here
+they run their real recipes (MNIST, the journal's network) for two updates each, so that
+what the committed Table 1 and the ablation tables are built from is checked end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME, SUMMARY_NAME
+from ssl_core.experiments.grid import toml_literal
+from ssl_core.recipe.spec import load_recipe
+
+from .conftest import REPO
+
+KEPT = [RECIPE_NAME, METRICS_NAME, SUMMARY_NAME]
+TINY = ["train.epochs=1", "train.iterations_per_epoch=2", "train.bn_stats_samples=300"]
+
+
+@pytest.fixture
+def scripts(monkeypatch: pytest.MonkeyPatch) -> tuple[ModuleType, ModuleType]:
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import paper_ablations
+    import paper_protocol
+
+    return paper_protocol, paper_ablations
+
+
+def sets(options: list[str]) -> list[str]:
+    return [word for option in options for word in ("--set", option)]
+
+
+def final_accuracy(folder: Path, key: str = "test_acc") -> float:
+    lines = (folder / METRICS_NAME).read_text().splitlines()
+    return float(json.loads(lines[-1])[key])
+
+
+def test_protocol_keeps_finished_runs_and_tables_them(
+    scripts: tuple[ModuleType, ModuleType], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    protocol, _ = scripts
+    command = ["run", "--methods", "vat", "--labels", "100", "--seeds", "1", "--jobs", "1"]
+    command += ["--root", str(tmp_path / "sweeps"), "--results", str(tmp_path / "kept")]
+    assert protocol.main(command + sets(TINY)) == 0
+    kept = tmp_path / "kept" / "vat_mnist100" / "seed-1"
+    assert sorted(p.name for p in kept.iterdir()) == sorted(KEPT)
+    assert "0 failed of 1 launched" in capsys.readouterr().out
+
+    assert protocol.main(command + sets(TINY)) == 0  # finished: nothing launched again
+    assert "0 failed of 0 launched" in capsys.readouterr().out
+
+    table, found = protocol.table1(tmp_path / "kept")
+    assert [r.folder for r in found["vat_mnist100"]] == [kept]
+    row = next(line for line in table.splitlines() if line.startswith("| 100 | VAT |"))
+    assert f"| {100 * final_accuracy(kept):.2f} |" in row
+    assert "| 1 (2) |" in row  # one run of 1 × 2 updates
+    assert next(line for line in table.splitlines() if line.startswith("| 20 | FAT |")).startswith(
+        "| 20 | FAT | 0 |"
+    )
+
+
+def test_protocol_keeps_nothing_of_an_unfinished_run(
+    scripts: tuple[ModuleType, ModuleType], tmp_path: Path
+) -> None:
+    protocol, _ = scripts
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / RECIPE_NAME).write_text("seed = 1\n")
+    (folder / METRICS_NAME).write_text('{"epoch": 1, "test_acc": 0.5}\n')
+    assert protocol.keep_run(folder, tmp_path / "kept") is None
+    assert not (tmp_path / "kept").exists()
+
+
+def test_ablation_changes_one_setting_and_scores_validation(
+    scripts: tuple[ModuleType, ModuleType], tmp_path: Path
+) -> None:
+    _, ablations = scripts
+    command = ["run", "--seeds", "1", "--settings", "vat20-eps0.3"]
+    command += ["--root", str(tmp_path / "sweeps"), "--results", str(tmp_path / "kept")]
+    assert ablations.main(command + sets(TINY[1:])) == 0
+    kept = tmp_path / "kept" / "vat20-eps0.3" / "seed-1"
+    recipe = (kept / RECIPE_NAME).read_text()
+    assert "eps = 0.3" in recipe and "validation = 1000" in recipe and "epochs = 6" in recipe
+
+    table = ablations.table(tmp_path / "kept", "vat_mnist20")
+    row = next(line for line in table.splitlines() if "`plugins.vat.eps=0.3`" in line)
+    val, val_running = (100 * final_accuracy(kept, k) for k in ("val_acc", "val_acc_labeled_bn"))
+    assert f"| 1 (6 ep.) | {val:.2f} | {val_running:.2f} |" in row
+    assert "| 0 | – |" in next(line for line in table.splitlines() if "ε = 1.5" in line)
+
+
+def test_ablation_settings_name_real_recipes_and_keys(
+    scripts: tuple[ModuleType, ModuleType],
+) -> None:
+    """Every ablation validates: its recipe exists and its change is a key of that recipe."""
+    _, ablations = scripts
+    catalogue = Catalogue.discover()
+    for setting in ablations.SETTINGS:
+        changes = [f"{key}={toml_literal(value)}" for key, value in setting.change.items()]
+        recipe = load_recipe(ablations.RECIPES / f"{setting.recipe}.toml", catalogue, changes)
+        for key, value in setting.change.items():
+            node = recipe.to_dict()
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, (setting.name, key)
+
+
+def test_protocol_recipes_are_named_after_their_files(
+    scripts: tuple[ModuleType, ModuleType],
+) -> None:
+    """Kept runs are filed by the recorded name, so it must say which file it came from."""
+    protocol, _ = scripts
+    for path in sorted(protocol.RECIPES.glob("*.toml")):
+        name = tomllib.loads(path.read_text())["name"]
+        assert name == protocol.RECIPE_NAME_PREFIX + path.stem, path.name
