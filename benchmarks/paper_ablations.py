@@ -53,7 +53,19 @@ SETTINGS = [
     Setting("vat20-eps1.5", "vat_mnist20", {"plugins.vat.eps": 1.5}, "VAT, ε = 1.5 (FAT's)"),
     Setting("vat20-eps0.3", "vat_mnist20", {"plugins.vat.eps": 0.3}, "VAT, ε = 0.3 (VAT 2016)"),
     Setting("vat20-nonoise", "vat_mnist20", {"model.noise": 0.0}, "VAT without hidden noise"),
+    Setting(
+        "vat20-jointbn",
+        "vat_mnist20",
+        {"plugins.supervised.batch_norm": "joint"},
+        "VAT, labeled batch normalised with the unlabeled one",
+    ),
     Setting("fat20", "fat_mnist20", {}, "FAT as in recipes/paper (ε = 1.5, C = 2, α = 0.01)"),
+    Setting(
+        "fat20-jointbn",
+        "fat_mnist20",
+        {"plugins.supervised.batch_norm": "joint"},
+        "FAT, labeled batch normalised with the unlabeled one",
+    ),
     Setting("fat20-nobad", "fat_mnist20", {f"{BAD}.enabled": False}, "FAT without bad samples"),
     Setting("fat20-nonoise", "fat_mnist20", {"model.noise": 0.0}, "FAT without hidden noise"),
     Setting(
