@@ -1,6 +1,7 @@
 """Why MNIST-20 falls short at the paper's protocol: one change at a time, scored on validation.
 
     python benchmarks/paper_ablations.py run --seeds 1-2    # about 2 CPU-hours; resumable
+    python benchmarks/paper_ablations.py diagnose           # needs the runs' checkpoints
     python benchmarks/paper_ablations.py report             # docs/results.md section
 
 At 20 labels the protocol runs of ``recipes/paper/`` end far below the paper (FAT 63.6%
@@ -16,26 +17,44 @@ of the labeled passes), so the evaluation-statistics question needs no extra run
 
 Like ``paper_protocol.py``, every finished run's ``recipe.toml``, ``metrics.jsonl`` and
 ``summary.json`` are copied to ``docs/results/paper-ablations/<setting>/seed-<n>/``
-and ``report`` reads only those committed files.
+and ``report`` reads only those committed files. ``diagnose`` loads a finished run's
+checkpoint (in the sweep folder, not committed) and scores its final model on the
+validation split three ways: with the running statistics, with statistics re-estimated
+over unlabeled images, and with the batch statistics of unlabeled-size batches, i.e. as
+every unlabeled pass of training sees it; it writes ``bn_diagnosis.json`` beside the
+kept run, which ``report`` tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from paper_protocol import RECIPES, REPO, KeepFinished, committed_runs, parse_set, percent
 from results_md import write_section
+from torch import Tensor, nn
 
+from ssl_core.engine.bn import batch_norms
+from ssl_core.engine.build import build_run
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.engine.evaluation import evaluation_models
+from ssl_core.engine.loop import restore_for_evaluation
+from ssl_core.engine.outputs import RECIPE_NAME, SUMMARY_NAME
 from ssl_core.experiments.grid import SweepSpec, parse_seeds, toml_literal
 from ssl_core.experiments.report import RunRecord
 from ssl_core.experiments.sweep import run_sweep
+from ssl_core.recipe.spec import load_recipe
 
 RESULTS = REPO / "docs" / "results" / "paper-ablations"
 VALIDATION = 1000
 BAD = "plugins.bad_samples"
+#: Written beside a kept run by ``diagnose`` (it needs the run's checkpoint).
+DIAGNOSIS_NAME = "bn_diagnosis.json"
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,64 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# --- diagnose -------------------------------------------------------------------------
+
+
+def predictions(model: nn.Module, x: Tensor, batch_size: int, batch_stats: bool) -> Tensor:
+    """Predicted classes of ``x``, normalised with running or with batch statistics.
+
+    ``batch_stats`` scores a copy whose batch norms are in training mode (every other
+    layer in evaluation mode: no noise), in batches of ``batch_size``: the statistics
+    every unlabeled pass of training normalises with.
+    """
+    scored = copy.deepcopy(model).eval()
+    if batch_stats:
+        for bn in batch_norms(scored):
+            bn.train()
+    with torch.no_grad():
+        return torch.cat([scored(chunk).argmax(1) for chunk in x.split(batch_size)])
+
+
+def diagnose(folder: Path) -> dict[str, dict[str, float]]:
+    """Validation accuracy and the most-predicted class's share under each normalisation."""
+    catalogue = Catalogue.discover()
+    run = build_run(load_recipe(folder / RECIPE_NAME, catalogue), catalogue, out_dir=folder)
+    restore_for_evaluation(run)
+    spec, data = run.recipe.train, run.data
+    chosen = {
+        "running statistics (labeled passes)": (run.classifier, False),
+        "re-estimated over unlabeled images": (
+            evaluation_models(run.classifier, data, run.recipe)[""],
+            False,
+        ),
+        "batch statistics of unlabeled-size batches": (run.classifier, True),
+    }
+    found = {}
+    for label, (model, batch_stats) in chosen.items():
+        predicted = predictions(model, data.val_x, spec.unlabeled_batch, batch_stats)
+        counts = torch.bincount(predicted, minlength=int(data.val_y.max()) + 1)
+        found[label] = {
+            "val_acc": float((predicted == data.val_y).float().mean()),
+            "top_class_share": float(counts.max()) / len(predicted),
+        }
+    return found
+
+
+def diagnose_command(args: argparse.Namespace) -> int:
+    torch.set_num_threads(1)
+    for name in args.settings:
+        for seed in parse_seeds(args.seeds):
+            folder = args.root / f"paper-ablations-{name}" / "base" / f"seed-{seed}"
+            kept = args.results / name / folder.name
+            if not (kept / SUMMARY_NAME).is_file():
+                print(f"{name} seed {seed}: not finished, skipped", flush=True)
+                continue
+            found = diagnose(folder)
+            (kept / DIAGNOSIS_NAME).write_text(json.dumps(found, indent=1) + "\n")
+            print(f"{name} seed {seed}: {found}", flush=True)
+    return 0
+
+
 # --- report ---------------------------------------------------------------------------
 
 
@@ -148,6 +225,27 @@ def table(results: Path, recipe: str) -> str:
     return "\n".join(rows)
 
 
+def diagnosis_table(results: Path) -> str:
+    """What each diagnosed run predicts on validation under each normalisation."""
+    diagnosed = sorted(results.glob(f"*/seed-*/{DIAGNOSIS_NAME}"))
+    if not diagnosed:
+        return "No run diagnosed yet."
+    labels = list(json.loads(diagnosed[0].read_text()))
+    rows = [
+        "| setting | seed | " + " | ".join(labels) + " |",
+        "| --- | --- |" + " --- |" * len(labels),
+    ]
+    for path in diagnosed:
+        found = json.loads(path.read_text())
+        cells = [
+            f"{100 * found[k]['val_acc']:.2f} ({100 * found[k]['top_class_share']:.0f}%)"
+            for k in labels
+        ]
+        setting, seed = path.parent.parent.name, path.parent.name.removeprefix("seed-")
+        rows.append(f"| {setting} | {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def report(args: argparse.Namespace) -> int:
     body = [
         f"Each setting is a `recipes/paper/` MNIST-20 recipe with one change, trained for the"
@@ -164,6 +262,14 @@ def report(args: argparse.Namespace) -> int:
         "### FAT, MNIST-20",
         "",
         table(args.results, "fat_mnist20"),
+        "",
+        "### What the networks predict under each batch-norm normalisation",
+        "",
+        "Validation accuracy (%) of the final model, and in brackets the share of"
+        " validation images given the most-predicted class, written by"
+        " `python benchmarks/paper_ablations.py diagnose` from the runs' checkpoints.",
+        "",
+        diagnosis_table(args.results),
     ]
     write_section(
         "paper_ablations", "MNIST-20 at the protocol: one change at a time", "\n".join(body)
@@ -181,10 +287,16 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--root", type=Path, default=REPO / "sweeps", help="sweep folders")
     train.add_argument("--results", type=Path, default=RESULTS, help="committed run data")
     train.add_argument("--set", action="append", default=[], help="KEY=VALUE for every run")
+    check = sub.add_parser("diagnose", help="score finished runs under each normalisation")
+    check.add_argument("--seeds", default="1", help="seeds, e.g. 1-2 or 1,4")
+    check.add_argument("--settings", nargs="+", choices=list(BY_NAME), default=list(BY_NAME))
+    check.add_argument("--root", type=Path, default=REPO / "sweeps", help="sweep folders")
+    check.add_argument("--results", type=Path, default=RESULTS, help="committed run data")
     summary = sub.add_parser("report", help="write the docs/results.md section")
     summary.add_argument("--results", type=Path, default=RESULTS, help="committed run data")
     args = parser.parse_args(argv)
-    return run(args) if args.command == "run" else report(args)
+    commands = {"run": run, "diagnose": diagnose_command, "report": report}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

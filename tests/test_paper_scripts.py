@@ -96,6 +96,16 @@ def test_ablation_changes_one_setting_and_scores_validation(
     assert f"| 1 (6 ep.) | {val:.2f} | {val_running:.2f} |" in row
     assert "| 0 | – |" in next(line for line in table.splitlines() if "ε = 1.5" in line)
 
+    # The diagnosis scores the checkpoint again: the same numbers as the run's last epoch.
+    command[0] = "diagnose"
+    assert ablations.main(command) == 0
+    found = json.loads((kept / ablations.DIAGNOSIS_NAME).read_text())
+    assert found["re-estimated over unlabeled images"]["val_acc"] == pytest.approx(val / 100)
+    running = found["running statistics (labeled passes)"]["val_acc"]
+    assert running == pytest.approx(val_running / 100)
+    assert all(0 < v["top_class_share"] <= 1 for v in found.values())
+    assert "| vat20-eps0.3 | 1 |" in ablations.diagnosis_table(tmp_path / "kept")
+
 
 def test_ablation_settings_name_real_recipes_and_keys(
     scripts: tuple[ModuleType, ModuleType],
