@@ -239,11 +239,14 @@ def diagnosis_table(results: Path) -> str:
 
 def report(args: argparse.Namespace) -> int:
     body = [
-        f"Each setting is a `recipes/paper/` MNIST-20 recipe with one change, trained for the"
-        f" protocol's first epochs (500 updates each, the protocol's learning-rate schedule),"
-        f" with {VALIDATION:,} training images held out (`data.validation`); final-epoch"
-        " accuracy, mean ± std over seeds. Compare settings by the validation columns; the"
-        " test columns are shown, not used to choose. Run data:"
+        "Each setting is a `recipes/paper/` MNIST-20 recipe with one change, trained for the"
+        " protocol's first epochs (500 updates each, the protocol's learning-rate schedule),"
+        f" with {VALIDATION:,} training images held out (`data.validation`), by"
+        " `python benchmarks/paper_ablations.py run --seeds 1-2` (one thread per run, beside"
+        " one other run); final-epoch accuracy, mean ± std over seeds. Compare settings by"
+        ' the validation columns; the test columns are shown, not used to choose. "running'
+        ' BN" is the running statistics of the supervised passes (with'
+        ' `batch_norm="joint"`, of the joint labeled and unlabeled batches). Run data:'
         " `docs/results/paper-ablations/<setting>/seed-<n>/`.",
         "",
         "### VAT, MNIST-20",
