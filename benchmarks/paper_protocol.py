@@ -77,10 +77,15 @@ def parse_set(option: str) -> tuple[str, object]:
     return key, parse_literal(value)
 
 
-def keep_run(folder: Path, target: Path) -> Path | None:
-    """Copy a finished run's small files into ``target``; None if it has not finished."""
-    if not read_run(folder).finished:
+def keep_run(folder: Path, target_of: Callable[[Path], Path]) -> Path | None:
+    """Copy a finished run's small files into ``target_of(folder)``; None if unfinished.
+
+    A run that failed early may have left a folder without ``recipe.toml``: no summary
+    is checked first, so that such a folder is passed over, not read.
+    """
+    if not (folder / SUMMARY_NAME).is_file() or not read_run(folder).finished:
         return None
+    target = target_of(folder)
     target.mkdir(parents=True, exist_ok=True)
     for name in KEPT_FILES:
         shutil.copy2(folder / name, target / name)
@@ -109,7 +114,7 @@ class KeepFinished(SweepWatcher):
 
     def done(self, outcome: Outcome) -> None:
         folder = outcome.run.folder
-        kept = keep_run(folder, self.target_of(folder))
+        kept = keep_run(folder, self.target_of)
         state = f"kept in {kept}" if kept else f"not finished ({outcome.message or 'stopped'})"
         print(f"{folder}: {state}", flush=True)
 
@@ -117,7 +122,7 @@ class KeepFinished(SweepWatcher):
         """Also keep the runs that had finished before this invocation."""
         for planned in result.plan.runs:
             if planned.folder.is_dir():
-                keep_run(planned.folder, self.target_of(planned.folder))
+                keep_run(planned.folder, self.target_of)
 
 
 def run(args: argparse.Namespace) -> int:

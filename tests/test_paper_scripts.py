@@ -75,7 +75,10 @@ def test_protocol_keeps_nothing_of_an_unfinished_run(
     folder.mkdir()
     (folder / RECIPE_NAME).write_text("seed = 1\n")
     (folder / METRICS_NAME).write_text('{"epoch": 1, "test_acc": 0.5}\n')
-    assert protocol.keep_run(folder, tmp_path / "kept") is None
+    assert protocol.keep_run(folder, lambda _: tmp_path / "kept") is None
+    empty = tmp_path / "failed-at-start"  # nothing written yet, not even recipe.toml
+    empty.mkdir()
+    assert protocol.keep_run(empty, lambda _: tmp_path / "kept") is None
     assert not (tmp_path / "kept").exists()
 
 
