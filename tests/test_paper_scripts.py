@@ -107,6 +107,7 @@ def test_ablation_changes_one_setting_and_scores_validation(
     running = found["running statistics (labeled passes)"]["val_acc"]
     assert running == pytest.approx(val_running / 100)
     assert all(0 < v["top_class_share"] <= 1 for v in found.values())
+    assert all(0 <= v["labeled_acc"] <= 1 for v in found.values())
     assert "| vat20-eps0.3 | 1 |" in ablations.diagnosis_table(tmp_path / "kept")
 
 
