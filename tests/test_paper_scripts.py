@@ -111,6 +111,18 @@ def test_ablation_changes_one_setting_and_scores_validation(
     assert "| vat20-eps0.3 | 1 |" in ablations.diagnosis_table(tmp_path / "kept")
 
 
+def test_ablation_report_names_the_committed_seeds(
+    scripts: tuple[ModuleType, ModuleType], tmp_path: Path
+) -> None:
+    _, ablations = scripts
+    assert ablations.seed_text(tmp_path) == ""
+    for setting, seed in [("a", 1), ("a", 2), ("b", 3)]:
+        (tmp_path / setting / f"seed-{seed}").mkdir(parents=True)
+    assert ablations.seed_text(tmp_path) == "1-3"
+    (tmp_path / "b" / "seed-5").mkdir()
+    assert ablations.seed_text(tmp_path) == "1,2,3,5"
+
+
 def test_ablation_settings_name_real_recipes_and_keys(
     scripts: tuple[ModuleType, ModuleType],
 ) -> None:
