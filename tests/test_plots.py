@@ -38,6 +38,15 @@ def test_accuracy_plot_is_a_png_with_curves_of_different_lengths(tmp_path):
     assert_png(plot_accuracy(curves, tmp_path / "accuracy.png", target=0.9))
 
 
+def test_accuracy_plot_keeps_a_long_title_inside_the_figure(tmp_path):
+    """A recipe-length title once ran off both edges of the saved image."""
+    curves = {"fat": [[0.6, 0.9], [0.65, 0.92]]}
+    title = "MNIST-20, recipes/paper (50,000 updates)"
+    image = imread(plot_accuracy(curves, tmp_path / "accuracy.png", title=title))
+    edges = image[:, [0, 1, 2, 3, -4, -3, -2, -1], :3]
+    assert (edges == 1).all(), "something is drawn at the left or right edge of the figure"
+
+
 def test_epochs_to_target_chart_handles_settings_that_never_reach_it(tmp_path):
     bars = [TargetBar("vat", [7, 9, 8], 3), TargetBar("fat", [2], 3), TargetBar("none", [], 2)]
     assert_png(plot_epochs_to_target(bars, 0.98, tmp_path / "sub" / "epochs.png"))

@@ -92,7 +92,8 @@ def plot_accuracy(
     ax.set_ylabel("test accuracy (%)")
     bands = any(len(runs) > 1 for runs in curves.values())
     what = "mean over seeds, band min–max" if bands else "per epoch"
-    ax.set_title(f"{title}: test accuracy, {what}" if title else f"Test accuracy, {what}")
+    # The caller's title on its own line: a long recipe name must not push the rest off.
+    ax.set_title(f"{title}\ntest accuracy, {what}" if title else f"Test accuracy, {what}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return _save(figure, path)
