@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperArgument
 
-from ssl_core.cli import sweep_commands
+from ssl_core.cli import sweep_commands, tune_commands
 from ssl_core.cli.progress import output_console
 from ssl_core.engine.active import TRACE_ENV
 from ssl_core.engine.catalogue import Catalogue
@@ -131,12 +131,19 @@ def resume(
 
     catalogue = _catalogue(trace)
     summary = resume_run(run_dir, catalogue, list(set_ or []), data_dir, quiet, command_line())
-    if summary is None:  # finished, and nothing asked for more: the folder is left alone
+    if summary is None:  # ended, and nothing asked for more: the folder is left alone
         summary = finished_summary(run_dir) or {}
+        stopped = summary.get("stopped_early")
+        how = (
+            f"stopped early by '{stopped.get('plugin')}' ({stopped.get('reason')});"
+            " a run that was stopped is not resumed"
+            if isinstance(stopped, dict)
+            else "nothing to resume (add epochs with --set train.epochs=N)"
+        )
         err_console.print(
-            f"{run_dir}: finished after {summary.get('epochs')} epochs; nothing to resume"
-            " (add epochs with --set train.epochs=N)",
+            f"{run_dir}: {summary.get('status')} after {summary.get('epochs')} epochs; {how}",
             highlight=False,
+            markup=False,
         )
         quiet = True
     _print_summary(summary, quiet)
@@ -242,7 +249,18 @@ def evaluate(
 
 
 sweep_commands.register(app)  # sweeps and reports live in their own module
-COMMANDS = {"train", "resume", "validate", "schema", "plugins", "evaluate", "sweep", "report"}
+tune_commands.register(app)  # as does the search on validation data
+COMMANDS = {
+    "train",
+    "resume",
+    "validate",
+    "schema",
+    "plugins",
+    "evaluate",
+    "sweep",
+    "report",
+    "tune",
+}
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -250,6 +268,9 @@ def main(argv: list[str] | None = None) -> Any:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and not args[0].startswith("-") and args[0] not in COMMANDS:
         args.insert(0, "train")
+    if args[:1] == ["tune"] and len(args) > 1 and not args[1].startswith("-"):
+        if args[1] not in tune_commands.SUBCOMMANDS:  # `sslrun tune RECIPE` runs a study
+            args.insert(1, "run")
     command = typer.main.get_command(app)
     plain_usage(command)
     if not args:

@@ -67,20 +67,29 @@ def resume_run(
     if not recipe.is_file():
         raise RecipeError(f"{run_dir}: no {RECIPE_NAME} (is this a run folder?)")
     resolved = load_recipe(recipe, catalogue, overrides)
-    finished = finished_summary(run_dir)
-    if finished is not None and finished.get("epochs", 0) >= resolved.recipe.train.epochs:
+    if has_ended(finished_summary(run_dir), resolved.recipe.train.epochs):
         return None
     provenance = {"command": command, "overrides": list(overrides)}
     return train_resolved(resolved, catalogue, None, data_dir, run_dir, quiet, provenance)
 
 
 def finished_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The run folder's summary when it says the run finished, else ``None``."""
+    """The run folder's summary when it says the run ended (finished or stopped early)."""
     try:
         summary = json.loads((run_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return summary if isinstance(summary, dict) and summary.get("status") == "finished" else None
+    if not isinstance(summary, dict):
+        return None
+    ended = summary.get("status") == "finished" or "stopped_early" in summary
+    return summary if ended else None
+
+
+def has_ended(summary: dict[str, Any] | None, epochs: int) -> bool:
+    """Nothing left to train: the run finished ``epochs`` or a plugin stopped it early."""
+    if summary is None:
+        return False
+    return "stopped_early" in summary or summary.get("epochs", 0) >= epochs
 
 
 def train_resolved(
@@ -104,7 +113,7 @@ def train_resolved(
         raise RecipeError("--out and --resume name different folders; give one")
     if resume is not None:
         finished = finished_summary(resume)
-        if finished is not None and finished.get("epochs", 0) >= resolved.recipe.train.epochs:
+        if finished is not None and has_ended(finished, resolved.recipe.train.epochs):
             return finished  # nothing left to train: the folder is left as it is
     train_spec = resolved.recipe.train
     world = World.from_environment(train_spec.device, train_spec.dist_timeout)

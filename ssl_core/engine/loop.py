@@ -25,6 +25,7 @@ from ssl_core.api.plugin import Plugin, PluginSettings
 from ssl_core.engine.checkpoint import Position, read_checkpoint, save_checkpoint
 from ssl_core.engine.context import BatchContext
 from ssl_core.engine.data import EpochlessSampler
+from ssl_core.engine.graphs import WARMUP_STEPS, GraphedSteps, check_graphs, uses_graphs
 from ssl_core.engine.nonfinite import NonFiniteGuard
 from ssl_core.engine.optim import apply_hyperparameters, epoch_hyperparameters
 from ssl_core.engine.outputs import (
@@ -71,10 +72,13 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
             state.tally = None
             first = state.position.iteration if epoch == state.position.epoch else 0
             tally.resume_clock()
+            # A CUDA graph per epoch: its constants (lr, λ) change between epochs.
+            warmup = WARMUP_STEPS if epoch == state.position.epoch else 0
+            learn = GraphedSteps(warmup) if uses_graphs(run) else None
 
             for iteration in range(first, spec.iterations_per_epoch):
                 batch = draw_batch(run, samplers, epoch, iteration, global_step)
-                stopping = train_step(run, batch, tally, stop, guard)
+                stopping = train_step(run, batch, tally, stop, guard, learn)
                 reporter.batch(epoch, iteration, tally.last_terms)
                 global_step += 1
                 done = iteration + 1
@@ -102,6 +106,9 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
             here = Position(epoch + 1, 0, global_step)
             save_checkpoint(run, here, state.history, {}, wall)
             reporter.epoch(metrics)
+            run.early_stop = world.broadcast(run.early_stop)  # rank 0 decides for all
+            if epoch + 1 < spec.epochs and run.early_stop is not None:
+                break
             if epoch + 1 < spec.epochs and world.any(stop.requested)[0]:
                 raise interrupted(run, reporter, state.history, wall, stop, here)
 
@@ -124,18 +131,22 @@ class Samplers:
 
 def register_core_state(run: Run) -> Samplers:
     """The classifier, its optimizer and the two data samplers, checkpointed by name."""
-    spec, size = run.recipe.train, run.world.size
+    spec, size, seed = run.recipe.train, run.world.size, run.recipe.seed
+    device = index_device(run)
     samplers = Samplers(
-        EpochlessSampler(len(run.data.labeled_y), spec.labeled_batch * size, run.recipe.seed + 1),
-        EpochlessSampler(
-            len(run.data.unlabeled_x), spec.unlabeled_batch * size, run.recipe.seed + 2
-        ),
+        EpochlessSampler(len(run.data.labeled_y), spec.labeled_batch * size, seed + 1, device),
+        EpochlessSampler(len(run.data.unlabeled_x), spec.unlabeled_batch * size, seed + 2, device),
     )
     run.register_state("classifier", run.classifier)
     run.register_state("optimizer", run.optimizer)
     run.register_state("labeled_sampler", samplers.labeled)
     run.register_state("unlabeled_sampler", samplers.unlabeled)
     return samplers
+
+
+def index_device(run: Run) -> torch.device | None:
+    """Where batch indices are served: on a GPU, beside the data (no per-step copies)."""
+    return run.device if run.device.type != "cpu" else None
 
 
 def register_plugin_states(run: Run) -> None:
@@ -187,6 +198,7 @@ def prepare_training(run: Run) -> Samplers:
     samplers = register_core_state(run)
     run.plugins.call("sslrun_setup", run=run)
     register_plugin_states(run)
+    check_graphs(run)
     return samplers
 
 
@@ -282,6 +294,13 @@ def summarize(run: Run, history: list[dict[str, Any]], wall: float) -> dict[str,
     }
     if history and "val_acc" in history[-1]:
         summary["final_val_acc"] = history[-1]["val_acc"]
+    if run.early_stop is not None and len(history) < run.recipe.train.epochs:
+        summary["status"] = run.early_stop.status
+        summary["stopped_early"] = {
+            "after_epoch": len(history),
+            "plugin": run.early_stop.plugin,
+            "reason": run.early_stop.reason,
+        }
     if run.warnings:
         summary["warnings"] = list(run.warnings)
     summary.update(run_provenance(run))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +22,15 @@ class Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any], /) -> Any: ...
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """A plugin's request to end the run after the current epoch (see :meth:`Run.stop_early`)."""
+
+    plugin: str
+    reason: str
+    status: str
 
 
 class Run:
@@ -56,13 +66,16 @@ class Run:
         self.out_dir = out_dir
         self.world = world
         self.plugins = plugins
-        self.optimizer = build_optimizer(classifier, self.recipe.optim)
+        capturable = self.recipe.train.cuda_graph and device.type == "cuda"
+        self.optimizer = build_optimizer(classifier, self.recipe.optim, capturable)
         self.epoch = 0
         self.states: dict[str, Stateful] = {}
         #: How the run was asked for (command line, overrides), for its summary.json.
         self.provenance: dict[str, Any] = {}
         #: Warnings about the run's settings, shown when it starts and kept in its summary.
         self.warnings: list[str] = []
+        #: Set by :meth:`stop_early`: the run ends after the current epoch.
+        self.early_stop: EarlyStop | None = None
 
     @property
     def num_classes(self) -> int:
@@ -89,6 +102,19 @@ class Run:
         """Tell the user that a setting will not do what it seems to (one line)."""
         if text not in self.warnings:
             self.warnings.append(text)
+
+    def stop_early(self, plugin: str, reason: str, status: str = "stopped_early") -> None:
+        """End the run cleanly after this epoch's checkpoint, short of ``train.epochs``.
+
+        Call it from ``sslrun_epoch_end`` (a study's pruner, an early-stopping rule).
+        The summary's ``status`` becomes ``status`` (``"pruned"`` for a trial of
+        ``sslrun tune``) and ``stopped_early`` says who stopped it, why and when; such a
+        run has ended: ``sslrun resume`` and a rerun sweep leave it as it is. Under
+        torchrun rank 0's request counts for every rank.
+        """
+        if status in ("finished", "failed", "interrupted"):
+            raise ValueError(f"status {status!r} is sslrun's own; give another word")
+        self.early_stop = EarlyStop(plugin, reason, status)
 
     def register_state(self, name: str, obj: Stateful) -> None:
         """Checkpoint ``obj`` (a module, an optimizer, a schedule) under ``name``."""

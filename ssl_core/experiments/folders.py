@@ -147,13 +147,20 @@ def plan_sweep(
 
 def plan_launcher(spec: SweepSpec, catalogue: Catalogue) -> tuple[type[Launcher], LauncherSettings]:
     """The registered launcher the sweep names, and its validated settings."""
-    if spec.launcher not in catalogue.launchers:
+    return find_launcher(spec.launcher, spec.launcher_settings, catalogue, "sweep")
+
+
+def find_launcher(
+    name: str, keys: dict[str, Any], catalogue: Catalogue, source: str
+) -> tuple[type[Launcher], LauncherSettings]:
+    """The registered launcher ``name`` and its ``keys`` validated (one-line errors)."""
+    if name not in catalogue.launchers:
         known = catalogue.launchers.names()
-        close = difflib.get_close_matches(spec.launcher, known, n=1)
+        close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"installed: {', '.join(known)}"
-        raise RecipeError(f"--launcher {spec.launcher}: unknown launcher ({hint})")
-    launcher = catalogue.launchers[spec.launcher]
-    settings = validate_section(launcher.Settings, spec.launcher_settings, "sweep", "launcher")
+        raise RecipeError(f"--launcher {name}: unknown launcher ({hint})")
+    launcher = catalogue.launchers[name]
+    settings = validate_section(launcher.Settings, keys, source, "launcher")
     return launcher, settings
 
 
@@ -181,10 +188,11 @@ def folder_state(folder: Path, recipe: ResolvedRecipe) -> str:
     summary = folder / SUMMARY_NAME
     if summary.is_file():
         try:
-            status = json.loads(summary.read_text(encoding="utf-8")).get("status")
+            recorded = json.loads(summary.read_text(encoding="utf-8"))
+            status = recorded.get("status")
         except (json.JSONDecodeError, AttributeError):
             raise RecipeError(f"{summary}: not a JSON object; remove the folder to rerun") from None
-        if status == "finished":
+        if status == "finished" or "stopped_early" in recorded:  # a pruned trial has ended
             return "finished"
     if (folder / CHECKPOINT_NAME).is_file():
         return "resume"
@@ -192,6 +200,13 @@ def folder_state(folder: Path, recipe: ResolvedRecipe) -> str:
     if left <= {RECIPE_NAME, METRICS_NAME, LOCK_NAME}:  # a start that died before a checkpoint
         return "restart"
     raise RecipeError(f"{folder}: neither a finished run nor a checkpoint; remove it to rerun")
+
+
+def clear_failed_start(run: PlannedRun) -> None:
+    """Before a ``restart``: remove the recipe.toml (and nothing learned) of a dead start."""
+    if run.state == "restart":
+        for name in (RECIPE_NAME, METRICS_NAME):
+            (run.folder / name).unlink(missing_ok=True)
 
 
 def write_manifest(plan: Plan) -> Path:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from ssl_core.api.launcher import Launcher
 from ssl_core.engine.catalogue import Catalogue
-from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME
-from ssl_core.experiments.folders import Plan, plan_sweep, write_manifest
+from ssl_core.engine.outputs import RECIPE_NAME
+from ssl_core.experiments.folders import Plan, clear_failed_start, plan_sweep, write_manifest
 from ssl_core.experiments.grid import SweepSpec
 from ssl_core.experiments.launch import Outcome, SweepWatcher, execute
 from ssl_core.experiments.report import (
@@ -64,9 +64,7 @@ def run_sweep(
         rank = {seed: index for index, seed in enumerate(dict.fromkeys(r.seed for r in plan.runs))}
         pending.sort(key=lambda run: (rank[run.seed], run.setting))
     for run in pending:
-        if run.state == "restart":  # recipe.toml (and nothing learned) from a dead start
-            for name in (RECIPE_NAME, METRICS_NAME):
-                (run.folder / name).unlink(missing_ok=True)
+        clear_failed_start(run)
     if launcher is None:
         launcher = plan.launcher(plan.launcher_settings, spec.jobs)
     watcher = watcher or SweepWatcher()
