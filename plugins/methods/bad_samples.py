@@ -109,6 +109,7 @@ class BadSamples(Plugin):
     name: ClassVar[str] = "bad_samples"
     order: ClassVar[int] = 200
     Settings: ClassVar[type[PluginSettings]] = BadSampleSettings
+    graph_safe: ClassVar[bool] = True  # the same tensor work every step, no host reads
 
     def __init__(self, settings: PluginSettings) -> None:
         super().__init__(settings)

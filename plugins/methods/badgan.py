@@ -183,8 +183,9 @@ class BadGan(Plugin):
         # The generator's second unlabeled batch has its own seeded, checkpointed stream;
         # like the core's samplers it draws one global batch and each rank takes its share.
         batch = s.generator_batch or run.recipe.train.unlabeled_batch
+        device = run.device if run.device.type != "cpu" else None  # no per-step copies
         self.sampler = EpochlessSampler(
-            len(run.data.unlabeled_x), batch * run.world.size, run.recipe.seed + 3
+            len(run.data.unlabeled_x), batch * run.world.size, run.recipe.seed + 3, device
         )
         run.register_state("badgan_generator", self.generator)
         run.register_state("badgan_generator_optimizer", self.optimizer)

@@ -44,6 +44,7 @@ class Supervised(Plugin):
     name: ClassVar[str] = "supervised"
     order: ClassVar[int] = 0
     Settings: ClassVar[type[PluginSettings]] = SupervisedSettings
+    graph_safe: ClassVar[bool] = True  # the same tensor work every step, no host reads
 
     @hookimpl
     def sslrun_collect_losses(self, run: Run, batch: BatchContext) -> dict[str, Tensor]:

@@ -66,6 +66,7 @@ class Vat(Plugin):
     name: ClassVar[str] = "vat"
     order: ClassVar[int] = 100
     Settings: ClassVar[type[PluginSettings]] = VatSettings
+    graph_safe: ClassVar[bool] = True  # the same tensor work every step, no host reads
 
     @hookimpl
     def sslrun_setup(self, run: Run) -> None:

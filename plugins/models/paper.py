@@ -19,7 +19,9 @@ class MLP(nn.Module):
     Appendix 7.4.1: 784-1200-600-300-150-K with BN after every fully connected
     layer. ``features`` is the last hidden layer (feature matching uses it).
     ``noise`` > 0 adds N(0, noise²) to every hidden layer's output in training mode,
-    as the VAT journal's MNIST network does (σ = 0.5; :mod:`ssl_core.engine.noise`).
+    as the VAT journal's MNIST network does (σ = 0.5; :mod:`ssl_core.engine.noise`);
+    ``input_noise`` > 0 adds it to the input, as Improved GAN's and Bad GAN's MNIST
+    networks do (σ = 0.3).
     """
 
     def __init__(
@@ -29,9 +31,11 @@ class MLP(nn.Module):
         num_classes: int,
         batch_norm: bool = True,
         noise: float = 0.0,
+        input_noise: float = 0.0,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
+        layers += [GaussianNoise(input_noise)] if input_noise > 0 else []
         width = in_features
         for size in hidden:
             layers += [nn.Linear(width, size)]
@@ -60,6 +64,12 @@ class MlpSettings(ProviderSettings):
         description="σ of the Gaussian noise added to every hidden layer in training"
         " (0 = none; the VAT journal's MNIST network uses 0.5)",
     )
+    input_noise: float = Field(
+        0.0,
+        ge=0,
+        description="σ of the Gaussian noise added to the input in training (0 = none;"
+        " Improved GAN's and Bad GAN's MNIST networks use 0.3)",
+    )
 
 
 class MnistMlpSettings(MlpSettings):
@@ -84,6 +94,7 @@ class MlpProvider(ModelProvider):
             num_classes,
             settings.batch_norm,
             settings.noise,
+            settings.input_noise,
         )
 
 

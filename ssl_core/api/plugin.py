@@ -52,12 +52,20 @@ class Plugin:
     refused when the run starts, since its resumed run would silently differ; list
     such attributes in ``unsaved`` when leaving them out is intended (a frozen,
     pretrained network, say).
+
+    ``graph_safe`` marks a plugin whose per-step hooks may be recorded once and
+    replayed as a CUDA graph; a recipe with ``train.cuda_graph = true`` refuses an
+    enabled plugin that works per step without it.
     """
 
     name: ClassVar[str]
     order: ClassVar[int] = 500
     Settings: ClassVar[type[PluginSettings]] = PluginSettings
     unsaved: ClassVar[tuple[str, ...]] = ()
+    #: Whether the per-step hooks may be captured once and replayed as a CUDA graph
+    #: (``train.cuda_graph``): the same tensor work at every step, no host reads, no
+    #: per-step Python state (:mod:`ssl_core.engine.graphs`).
+    graph_safe: ClassVar[bool] = False
 
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings

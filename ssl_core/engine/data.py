@@ -111,17 +111,42 @@ class EpochlessSampler:
     """Endless shuffled index batches over ``n`` items, reshuffled when exhausted.
 
     The permutation and position are its whole state, so a checkpoint restores the
-    exact sequence of batches.
+    exact sequence of batches. With ``device`` set, batches are served from a copy of
+    the coming stretch of the sequence on that device, uploaded once per
+    :data:`AHEAD` indices (the permutations to come, drawn ahead from a copy of the
+    generator): a step then copies nothing from the host and indexes the data where
+    they live. The host keeps drawing the same permutations, so the sequence and the
+    checkpointed state are exactly those of the sampler without a device.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+    #: Indices uploaded to the device at a time (at least one batch).
+    AHEAD = 1 << 16
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, device: torch.device | None = None
+    ) -> None:
         self.n = n
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
         self.perm = torch.randperm(n, generator=self.generator)
         self.position = 0
+        self.device = device
+        self.ahead: Tensor | None = None  # the coming indices, on ``device``
+        self.served = 0  # how many of them are used
 
     def next_indices(self) -> Tensor:
+        if self.device is not None and (
+            self.ahead is None or self.served + self.batch_size > len(self.ahead)
+        ):
+            self.ahead = self.upcoming(max(self.AHEAD, self.batch_size)).to(self.device)
+            self.served = 0
+        indices = self.next_on_host()
+        if self.ahead is None:
+            return indices
+        self.served += self.batch_size
+        return self.ahead[self.served - self.batch_size : self.served]
+
+    def next_on_host(self) -> Tensor:
         parts = []
         needed = self.batch_size
         while needed:
@@ -134,6 +159,16 @@ class EpochlessSampler:
             needed -= take
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+    def upcoming(self, count: int) -> Tensor:
+        """The next ``count`` (or more) indices of the sequence, leaving the sampler as it is."""
+        generator = torch.Generator().set_state(self.generator.get_state())
+        parts = [self.perm[self.position :]]
+        total = len(parts[0])
+        while total < count:
+            parts.append(torch.randperm(self.n, generator=generator))
+            total += self.n
+        return torch.cat(parts)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "generator": self.generator.get_state(),
@@ -145,3 +180,4 @@ class EpochlessSampler:
         self.generator.set_state(state["generator"])
         self.perm = state["perm"].clone()
         self.position = int(state["position"])
+        self.ahead = None  # drawn again from the restored state

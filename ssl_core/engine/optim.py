@@ -11,12 +11,17 @@ from torch import Tensor, nn
 from ssl_core.recipe.spec import OptimSpec
 
 
-def build_optimizer(model: nn.Module, spec: OptimSpec) -> torch.optim.Adam:
+def build_optimizer(
+    model: nn.Module, spec: OptimSpec, capturable: bool = False
+) -> torch.optim.Adam:
+    """Adam for ``model``; ``capturable`` keeps its step count on the device (CUDA graphs)."""
+    settings: dict[str, Any] = {"capturable": True} if capturable else {}
     return adam(
         model.parameters(),
         lr=spec.lr,
         betas=(spec.beta1, spec.beta2),
         weight_decay=spec.weight_decay,
+        **settings,
     )
 
 

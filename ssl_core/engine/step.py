@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -13,9 +15,18 @@ from ssl_core.engine.signals import StopSignals
 from ssl_core.engine.tally import EpochTally
 from ssl_core.errors import TrainingError
 
+#: One step's work on the device: hooks, losses, update. Returns the batch whose terms
+#: and stats the epoch tallies (the captured one, for a CUDA graph) and each term's plugin.
+Learner = Callable[[Run, BatchContext], tuple[BatchContext, dict[str, str]]]
+
 
 def train_step(
-    run: Run, batch: BatchContext, tally: EpochTally, stop: StopSignals, guard: NonFiniteGuard
+    run: Run,
+    batch: BatchContext,
+    tally: EpochTally,
+    stop: StopSignals,
+    guard: NonFiniteGuard,
+    learn: Learner | None = None,
 ) -> bool:
     """One iteration: hooks, losses, the non-finite guard, the classifier's step.
 
@@ -23,40 +34,68 @@ def train_step(
     its end). The hooks run in the training precision (:mod:`ssl_core.engine.precision`).
     Nothing here reads a tensor's value on the host: the non-finite guard records the
     step on the device and is read every ``train.check_every`` steps
-    (:mod:`ssl_core.engine.nonfinite`). With ``train.on_nonfinite = "skip"`` a non-finite sum is
-    read at once and the batch skipped: no step, no ``sslrun_after_step``, and the
-    classifier's buffers (batch-norm running statistics, which the batch's forwards may
-    already have moved, possibly to NaN) put back as they were. Every rank takes the
-    same decisions.
+    (:mod:`ssl_core.engine.nonfinite`). ``learn`` does the device work (default
+    :func:`learn_eagerly`; a replayed CUDA graph, :mod:`ssl_core.engine.graphs`). With
+    ``train.on_nonfinite = "skip"`` the step is :func:`skipping_step` instead.
     """
-    spec = run.recipe.train
-    skip_faults = spec.on_nonfinite == "skip"
-    buffers = [b.detach().clone() for b in run.classifier.buffers()] if skip_faults else []
-    with autocast(spec.precision, run.device):
+    if run.recipe.train.on_nonfinite == "skip":
+        return skipping_step(run, batch, tally, stop)
+    done, owners = (learn or learn_eagerly)(run, batch)
+    guard.record(done.epoch, done.iteration, done.terms, owners)
+    tally.add(done.terms, done.stats)
+    if guard.due:
+        guard.check(run.world)
+    (stopping,) = run.world.any(stop.requested)
+    return stopping
+
+
+def learn_eagerly(run: Run, batch: BatchContext) -> tuple[BatchContext, dict[str, str]]:
+    """The step's device work, kernel by kernel: losses, then the update."""
+    total, owners = forward_losses(run, batch)
+    update(run, batch, total)
+    return batch, owners
+
+
+def forward_losses(run: Run, batch: BatchContext) -> tuple[Tensor, dict[str, str]]:
+    """``sslrun_pre_batch`` and every plugin's terms, in the training precision; their sum."""
+    with autocast(run.recipe.train.precision, run.device):
         run.plugins.call("sslrun_pre_batch", run=run, batch=batch)
         terms, owners = collect_losses(run, batch)
     batch.terms = terms
     total = sum(terms.values())
     assert isinstance(total, Tensor)
-    if skip_faults:
-        (fault,) = run.world.any(not bool(torch.isfinite(total.detach())))
-        if fault:
-            with torch.no_grad():
-                for live, saved in zip(run.classifier.buffers(), buffers, strict=True):
-                    live.copy_(saved)
-            tally.skip()
-            return run.world.any(stop.requested)[0]
-    else:
-        guard.record(batch.epoch, batch.iteration, terms, owners)
+    return total, owners
+
+
+def update(run: Run, batch: BatchContext, total: Tensor) -> None:
+    """The classifier's optimizer step on ``total``, then ``sslrun_after_step``."""
     run.optimizer.zero_grad(set_to_none=True)
     if total.requires_grad:
         torch.autograd.backward(total)
         run.optimizer.step()
-    with autocast(spec.precision, run.device):
+    with autocast(run.recipe.train.precision, run.device):
         run.plugins.call("sslrun_after_step", run=run, batch=batch)
-    tally.add(terms, batch.stats)
-    if guard.due:
-        guard.check(run.world)
+
+
+def skipping_step(run: Run, batch: BatchContext, tally: EpochTally, stop: StopSignals) -> bool:
+    """A step that skips a batch whose loss is not finite (``train.on_nonfinite = "skip"``).
+
+    The sum is read at once: no step, no ``sslrun_after_step``, and the classifier's
+    buffers (batch-norm running statistics, which the batch's forwards may already
+    have moved, possibly to NaN) put back as they were. Every rank takes the same
+    decisions.
+    """
+    buffers = [b.detach().clone() for b in run.classifier.buffers()]
+    total, _ = forward_losses(run, batch)
+    (fault,) = run.world.any(not bool(torch.isfinite(total.detach())))
+    if fault:
+        with torch.no_grad():
+            for live, saved in zip(run.classifier.buffers(), buffers, strict=True):
+                live.copy_(saved)
+        tally.skip()
+    else:
+        update(run, batch, total)
+        tally.add(batch.terms, batch.stats)
     (stopping,) = run.world.any(stop.requested)
     return stopping
 

@@ -90,6 +90,11 @@ class TrainSpec(Section):
     threads: int = Field(
         0, ge=0, le=1024, description="CPU threads for torch; 0 keeps torch's default"
     )
+    cuda_graph: bool = Field(
+        False,
+        description="on a GPU, capture each epoch's step once as a CUDA graph and replay it"
+        " (far fewer kernel launches; plugins must be graph-safe); ignored on the CPU",
+    )
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop",
         description="a NaN/inf loss: 'stop' the run (the last good checkpoint is kept) or"
