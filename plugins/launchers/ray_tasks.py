@@ -3,7 +3,8 @@
 ``pip install 'sslrun[ray]'``; ``sslrun sweep ... --launcher ray`` starts a Ray instance
 on this machine, ``--launcher-set address=auto`` (or ``HOST:PORT``) joins a running
 cluster. A task reserves the run's CPUs (the recipe's ``train.threads``, else
-``cpus_per_run``) and a GPU when the recipe asks for CUDA, and runs the same
+``cpus_per_run``) and a GPU (``gpus_per_run`` of one) when the run will train on one,
+and runs the same
 ``python -m ssl_core train ...`` process a local sweep runs, so run folders, their
 locks, checkpoints and tables are the same; the folders must lie on a path every node
 sees (a shared file system). Ctrl-C cancels the queued tasks and asks the running ones
@@ -38,6 +39,13 @@ class RaySettings(LauncherSettings):
     )
     cpus_per_run: int = Field(
         1, ge=1, le=1024, description="CPUs of a run whose recipe leaves train.threads at 0"
+    )
+    gpus_per_run: float | None = Field(
+        None,
+        gt=0,
+        le=64,
+        description="GPUs a run that trains on a GPU reserves (0.25: four runs share one);"
+        " unset: 1",
     )
 
 
@@ -94,12 +102,23 @@ class RayLauncher(Launcher):
         # No retries: a retried task would start beside a run still checkpointing.
         self.task = ray.remote(max_retries=0)(train_in_task)
 
+    def gpus(self, job: RunJob) -> float:
+        """What a run reserves: a GPU (or a share) when it will train on one.
+
+        ``train.device = "auto"`` trains on a GPU wherever the cluster has any, so such
+        a run asks for one then; on a cluster without GPUs it asks for none.
+        """
+        cluster_gpus = float(self.ray.cluster_resources().get("GPU", 0))
+        wanted = job.wants_gpu(cluster_gpus > 0)
+        return (self.s.gpus_per_run or 1.0) if wanted else 0.0
+
     def launch(self, job: RunJob) -> int:
         cpus = job.threads or self.s.cpus_per_run
         with self.lock:
             if self.stopping:
                 return INTERRUPTED_EXIT
-            options = {"num_cpus": cpus, "num_gpus": job.gpus, "name": f"sslrun {job.name}"}
+            gpus = self.gpus(job)
+            options = {"num_cpus": cpus, "num_gpus": gpus, "name": f"sslrun {job.name}"}
             ref = self.task.options(**options).remote(job, cpus)
             self.running.add(ref)
         try:

@@ -16,6 +16,7 @@ files go to ``SWEEP/.submitit``.
 from __future__ import annotations
 
 import signal
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -46,6 +47,7 @@ class SlurmSettings(LauncherSettings):
         1, ge=1, le=1024, description="CPUs of a run whose recipe leaves train.threads at 0"
     )
     mem_gb: float | None = Field(None, gt=0, description="memory of one job")
+    gpus_per_run: int = Field(1, ge=1, le=64, description="GPUs of a job whose run trains on a GPU")
     array: bool = Field(False, description="submit the pending runs as job arrays")
     setup: list[str] = Field(
         default_factory=list, description="shell lines run before each job (module load ...)"
@@ -140,7 +142,9 @@ class SlurmLauncher(Launcher):
                 self.submitted.update(zip((job.name for job in group), handles, strict=True))
 
     def resources(self, job: RunJob) -> tuple[int, int]:
-        return job.threads or self.s.cpus_per_run, job.gpus
+        """CPUs and GPUs of the run's job; ``"auto"`` asks for a GPU on a GPU partition."""
+        wanted = job.wants_gpu(partition_has_gpus(self.s.partition))
+        return job.threads or self.s.cpus_per_run, self.s.gpus_per_run if wanted else 0
 
     def launch(self, job: RunJob) -> int:
         with self.lock:
@@ -171,6 +175,17 @@ class SlurmLauncher(Launcher):
             for handle in self.submitted.values():
                 if not handle.done():
                     handle.cancel(check=False)
+
+
+def partition_has_gpus(partition: str | None) -> bool:
+    """Whether the partition's nodes offer GPUs (``sinfo``'s generic resources)."""
+    command = ["sinfo", "--noheader", "--format=%G"]
+    command += ["--partition", partition] if partition else []
+    try:
+        listed = subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "gpu" in listed
 
 
 @hookimpl

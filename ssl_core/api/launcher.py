@@ -48,7 +48,9 @@ class RunJob:
     the sweep found its checkpoint; a launcher that restarts a run itself (a requeued
     job) calls :meth:`current_arguments`, which resumes once ``checkpoint`` exists.
     ``threads`` is the recipe's ``train.threads`` (0: not set); ``gpus`` is 1 when the
-    recipe asks for CUDA.
+    recipe asks for CUDA; ``device`` is the recipe's ``train.device`` (``"auto"`` uses
+    a GPU where the run lands on one: a launcher that places runs decides, see
+    :meth:`wants_gpu`).
     """
 
     name: str
@@ -59,9 +61,14 @@ class RunJob:
     checkpoint: Path
     threads: int = 0
     gpus: int = 0
+    device: str = "cpu"
 
     def current_arguments(self) -> tuple[str, ...]:
         return self.resume_arguments if self.checkpoint.is_file() else self.arguments
+
+    def wants_gpu(self, gpus_there: bool) -> bool:
+        """Whether the run trains on a GPU where it is placed (``gpus_there``: has one)."""
+        return self.device == "cuda" or (self.device == "auto" and gpus_there)
 
 
 class Launcher:

@@ -24,9 +24,9 @@ from ssl_core.cli.progress import output_console
 from ssl_core.cli.sweep_commands import interrupt_on_sigterm
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.errors import TrainingError
-from ssl_core.experiments.grid import parse_launcher_set, parse_seeds, toml_literal
+from ssl_core.experiments.grid import parse_launcher_set, parse_seeds
 from ssl_core.tuning.report import Report, report_folder
-from ssl_core.tuning.space import load_space
+from ssl_core.tuning.space import load_space, toml_text
 from ssl_core.tuning.trials import TrialEnd, TuneSpec, TuneWatcher, run_study
 
 console = output_console()
@@ -172,7 +172,7 @@ STATES = ("complete", "pruned", "failed", "running")
 
 
 def describe_values(values: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={toml_literal(value)}" for key, value in values.items())
+    return ", ".join(f"{key}={toml_text(value)}" for key, value in values.items())
 
 
 class RichTuneWatcher(TuneWatcher):

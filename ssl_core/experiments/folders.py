@@ -55,6 +55,7 @@ class PlannedRun:
     state: str
     threads: int = 0
     gpus: int = 0
+    device: str = "cpu"
 
     @property
     def log(self) -> Path:
@@ -79,6 +80,7 @@ class PlannedRun:
             checkpoint=self.folder / CHECKPOINT_NAME,
             threads=self.threads,
             gpus=self.gpus,
+            device=self.device,
         )
 
 
@@ -140,7 +142,9 @@ def plan_sweep(
             state = folder_state(run_folder, seeded)
             train = seeded.recipe.train
             gpus = 1 if train.device == "cuda" else 0
-            runs.append(PlannedRun(index, seed, run_folder, args, state, train.threads, gpus))
+            runs.append(
+                PlannedRun(index, seed, run_folder, args, state, train.threads, gpus, train.device)
+            )
     labels = label_groups(flat_settings)
     return Plan(spec, folder, settings, labels, runs, launcher, launcher_settings)
 

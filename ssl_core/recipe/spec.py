@@ -471,4 +471,7 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):  # a table inside an array: inline
+        pairs = (f"{_toml_key(key)} = {_toml_value(item)}" for key, item in value.items())
+        return "{ " + ", ".join(pairs) + " }"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")

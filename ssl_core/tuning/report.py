@@ -13,6 +13,7 @@ report DIR`` redraws a study's report at any time, including while it runs.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import math
@@ -28,10 +29,9 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
 from ssl_core.engine.outputs import atomic_write_bytes, atomic_write_text
-from ssl_core.experiments.grid import toml_literal
-from ssl_core.recipe.spec import apply_override, dump_toml
+from ssl_core.recipe.spec import dump_toml
 from ssl_core.tuning.folder import MANIFEST_NAME, read_manifest
-from ssl_core.tuning.space import Parameter, parse_parameter
+from ssl_core.tuning.space import Parameter, parse_parameter, put, toml_text
 from ssl_core.tuning.study import RESULT_ATTR, is_url, load_study, open_storage
 
 TRIALS_CSV = "trials.csv"
@@ -104,7 +104,7 @@ def percent(value: float | None, std: float | None = None) -> str:
 def shown(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    return value if isinstance(value, str) else toml_literal(value)
+    return value if isinstance(value, str) else toml_text(value)
 
 
 # --- tables ---------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def csv_text(rows: Sequence[TrialRow], parameters: Sequence[Parameter]) -> str:
             [
                 row.number,
                 row.state,
-                *(toml_literal(row.values[k]) if k in row.values else "" for k in keys),
+                *(toml_text(row.values[k]) if k in row.values else "" for k in keys),
                 "" if row.val_mean is None else row.val_mean,
                 "" if row.val_std is None else row.val_std,
                 "" if row.test_mean is None else row.test_mean,
@@ -172,9 +172,9 @@ def markdown_text(
 def best_recipe(best: TrialRow, rows: Sequence[TrialRow], manifest: dict[str, Any]) -> str:
     """The base recipe with the best trial's values, headed by how they were chosen."""
     study = manifest["study"]
-    recipe = dict(manifest["base"])
+    recipe = copy.deepcopy(manifest["base"])
     for key, value in best.values.items():
-        apply_override(recipe, f"{key}={toml_literal(value)}", where=f"best.toml: {key}")
+        put(recipe, key, value)
     states = {state: sum(row.state == state for row in rows) for state in ("complete", "pruned")}
     validation = recipe.get("data", {}).get("validation")
     header = [
@@ -187,7 +187,7 @@ def best_recipe(best: TrialRow, rows: Sequence[TrialRow], manifest: dict[str, An
         f"# Best: trial {best.number}, validation {percent(best.val_mean, best.val_std)}%"
         f" (test {percent(best.test_mean)}%, recorded, not used to choose).",
         "# Values chosen:",
-        *(f"#   {key} = {toml_literal(value)}" for key, value in best.values.items()),
+        *(f"#   {key} = {toml_text(value)}" for key, value in best.values.items()),
         "# Every other key is as the trials trained (the fixed --set of the study included).",
         "",
     ]

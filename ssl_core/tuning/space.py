@@ -15,6 +15,7 @@ study of failed trials.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from ssl_core.errors import RecipeError
-from ssl_core.experiments.grid import toml_literal
-from ssl_core.recipe.spec import Components, load_recipe, read_toml
+from ssl_core.recipe.spec import (
+    Components,
+    apply_override,
+    dump_toml,
+    read_toml,
+    validate_recipe,
+)
 
 #: The keys of one parameter's table; a table holding none of them is a table of keys.
 PARAMETER_KEYS = frozenset({"low", "high", "log", "step", "choices"})
@@ -56,7 +62,7 @@ class Parameter:
     @staticmethod
     def category(value: Any) -> Any:
         scalar = isinstance(value, (bool, int, float, str))
-        return value if scalar else toml_literal(value)
+        return value if scalar else toml_text(value)
 
     def value_of(self, suggested: Any) -> Any:
         """The recipe value behind what the sampler suggested (a category back to TOML)."""
@@ -73,7 +79,7 @@ class Parameter:
     def describe(self) -> str:
         """``0.1 … 5 (log)``, ``16 … 128 step 16`` or ``original | sign_corrected``."""
         if self.choices:
-            return " | ".join(toml_literal(choice) for choice in self.choices)
+            return " | ".join(toml_text(choice) for choice in self.choices)
         text = f"{self.low:g} … {self.high:g}"
         if self.step is not None:
             text += f" step {self.step:g}"
@@ -108,7 +114,7 @@ def parse_parameter(path: Path, key: str, table: Any) -> Parameter:
     if not isinstance(table, dict):
         raise RecipeError(
             f"{where}: expected a table such as {{ low = 0.1, high = 5.0 }} or"
-            f" {{ choices = [...] }}, got {toml_literal(table)}"
+            f" {{ choices = [...] }}, got {toml_text(table)}"
         )
     unknown = sorted(set(table) - PARAMETER_KEYS)
     if unknown:
@@ -127,7 +133,7 @@ def _choices(where: str, key: str, table: dict[str, Any]) -> Parameter:
     choices = table["choices"]
     if not isinstance(choices, list) or not choices:
         raise RecipeError(f"{where}: choices must be a non-empty list")
-    texts = [toml_literal(choice) for choice in choices]
+    texts = [toml_text(choice) for choice in choices]
     if len(set(texts)) < len(texts):
         twice = next(text for text in texts if texts.count(text) > 1)
         raise RecipeError(f"{where}: choice {twice} is listed twice")
@@ -141,7 +147,7 @@ def _range(where: str, key: str, table: dict[str, Any]) -> Parameter:
     for name, value in (("low", low), ("high", high), ("step", step)):
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if value is not None and (not number or not math.isfinite(value)):
-            raise RecipeError(f"{where}: {name} must be a finite number, got {toml_literal(value)}")
+            raise RecipeError(f"{where}: {name} must be a finite number, got {toml_text(value)}")
     if not isinstance(log, bool):
         raise RecipeError(f"{where}: log must be true or false")
     if not low < high:
@@ -159,9 +165,21 @@ def _range(where: str, key: str, table: dict[str, Any]) -> Parameter:
     return Parameter(key, low=low, high=high, log=log, step=step)
 
 
-def overrides_for(values: Mapping[str, Any]) -> list[str]:
-    """``--set`` overrides (``key=TOML``) that put ``values`` into a recipe."""
-    return [f"{key}={toml_literal(value)}" for key, value in values.items()]
+def toml_text(value: Any) -> str:
+    """One value as inline TOML: ``0.3``, ``"joint"``, ``[1000, 500]``, ``{ name = "x" }``."""
+    return dump_toml({"value": [value]}).strip().removeprefix("value = [")[:-1]
+
+
+def put(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted ``key`` of a raw recipe to ``value``; a table replaces the whole table."""
+    *tables, last = key.split(".")
+    node = raw
+    for table in tables:
+        child = node.setdefault(table, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"{key}: '{table}' is a value, not a table")
+        node = child
+    node[last] = value
 
 
 def check_space(
@@ -180,6 +198,11 @@ def check_space(
     A key the command line fixes with ``--set`` cannot be searched as well.
     """
     fixed = {override.partition("=")[0].strip() for override in overrides}
+    base = read_toml(recipe)
+    for override in overrides:
+        apply_override(base, override, where=f"--set {override}")
+    for name in disable:
+        base.get("plugins", {}).get(name, {})["enabled"] = False
     for parameter in parameters:
         if parameter.key in fixed:
             raise RecipeError(
@@ -188,9 +211,10 @@ def check_space(
         if parameter.key == "seed":
             raise RecipeError(f"{space_path}: seed: give a study's seeds with --seeds")
         for value in parameter.probes():
-            change = overrides_for({parameter.key: value})
+            raw = copy.deepcopy(base)
+            put(raw, parameter.key, value)
             try:
-                load_recipe(recipe, catalogue, [*overrides, *change], disable)
+                validate_recipe(raw, catalogue, source=str(space_path))
             except RecipeError as exc:
                 detail = exc.detail if exc.detail is not None else str(exc)
                 raise RecipeError(f"{space_path}: {parameter.key}: {detail}") from None

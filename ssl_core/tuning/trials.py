@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 
 from ssl_core.api.launcher import Launcher, LauncherSettings
 from ssl_core.engine.catalogue import Catalogue
-from ssl_core.engine.outputs import SUMMARY_NAME
+from ssl_core.engine.outputs import RECIPE_NAME, SUMMARY_NAME, atomic_write_text
 from ssl_core.errors import RecipeError, SslrunError
 from ssl_core.experiments.folders import (
     PlannedRun,
@@ -40,13 +40,10 @@ from ssl_core.experiments.folders import (
     folder_state,
 )
 from ssl_core.experiments.launch import failure_message
-from ssl_core.recipe.spec import (
-    ResolvedRecipe,
-    load_recipe,
-)
+from ssl_core.recipe.spec import ResolvedRecipe, apply_override, dump_toml, load_recipe, read_toml
 from ssl_core.tuning.folder import JOURNAL_NAME, TRIALS_DIR, TuneLock, write_or_check_manifest
 from ssl_core.tuning.report import Report, write_report
-from ssl_core.tuning.space import Parameter, check_space, overrides_for
+from ssl_core.tuning.space import Parameter, check_space, put
 from ssl_core.tuning.study import (
     FOLDER_ATTR,
     RESULT_ATTR,
@@ -225,18 +222,24 @@ class Study:
     def trial_folder(self, number: int) -> Path:
         return self.trials_dir / f"trial-{number:04d}"
 
-    def overrides(self, number: int, values: dict[str, Any]) -> list[str]:
-        """The trial's ``--set`` overrides: fixed ones, its values, the reporter's keys."""
-        reporter = {
-            f"plugins.{REPORTER}.storage": self.spec.storage_location,
-            f"plugins.{REPORTER}.study": self.spec.name,
-            f"plugins.{REPORTER}.trial": number,
-            f"plugins.{REPORTER}.seeds": self.seeds,
-        }
-        return [*self.spec.overrides, *overrides_for(values), *overrides_for(reporter)]
+    def trial_recipe(self, number: int, values: dict[str, Any]) -> dict[str, Any]:
+        """The trial's recipe: the base file, the fixed ``--set``, the trial's values, the
+        reporter's table. A value replaces what the base has at its key, a table too (a
+        ``model`` choice is the whole ``[model]`` table)."""
+        spec = self.spec
+        raw = read_toml(spec.recipe)
+        for override in spec.overrides:
+            apply_override(raw, override, where=f"--set {override}")
+        for name in spec.disable:
+            raw["plugins"][name]["enabled"] = False  # present: the base recipe validated
+        reporter = {"storage": spec.storage_location, "study": spec.name, "trial": number}
+        for key, value in [*values.items(), (f"plugins.{REPORTER}", reporter)]:
+            put(raw, key, value)
+        raw["plugins"][REPORTER]["seeds"] = list(self.seeds)
+        return raw
 
     def plan(self, number: int, values: dict[str, Any]) -> TrialWork:
-        """The trial's runs, one per seed, each ``new``, ``resume``, ``restart`` or done.
+        """The trial's recipe file and runs, one per seed: ``new``, ``resume``, ``restart``.
 
         A value the recipe refuses in combination with the others (each was checked
         alone before the study began) makes the trial fail with that one line.
@@ -244,25 +247,24 @@ class Study:
         spec = self.spec
         folder = self.trial_folder(number)
         work = TrialWork(number, values, folder, list(self.seeds))
-        overrides = self.overrides(number, values)
-        args = ["train", str(spec.recipe.resolve())]
-        args += [arg for override in overrides for arg in ("--set", override)]
-        args += [arg for plugin in spec.disable for arg in ("--disable", plugin)]
+        recipe = folder / RECIPE_NAME
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(recipe, dump_toml(self.trial_recipe(number, values)))
         for seed in self.seeds:
             try:
-                seeded = load_recipe(
-                    spec.recipe, self.catalogue, [*overrides, f"seed={seed}"], spec.disable
-                )
+                seeded = load_recipe(recipe, self.catalogue, [f"seed={seed}"])
                 run_folder = folder / f"seed-{seed}"
                 state = folder_state(run_folder, seeded)
             except RecipeError as exc:
                 work.error, work.queued = str(exc), []
                 return work
-            run_args = [*args, "--seed", str(seed), "--quiet"]
-            run_args += ["--data-dir", spec.data_dir] if spec.data_dir else []
+            args = ["train", str(recipe.resolve()), "--seed", str(seed), "--quiet"]
+            args += ["--data-dir", spec.data_dir] if spec.data_dir else []
             train = seeded.recipe.train
             gpus = 1 if train.device == "cuda" else 0
-            run = PlannedRun(number, seed, run_folder, run_args, state, train.threads, gpus)
+            run = PlannedRun(
+                number, seed, run_folder, args, state, train.threads, gpus, train.device
+            )
             if state != "finished":
                 work.queued.append(run)
         return work
