@@ -105,6 +105,13 @@ def run(
         Path | None, typer.Option(metavar="DIR", help="the tune folder (default tunes/RECIPE)")
     ] = None,
     data_dir: Annotated[str | None, typer.Option(metavar="DIR", help="data folder")] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="start no new trial after this long; running ones finish (a rerun continues)",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress display")] = False,
 ) -> None:
     """Run or continue a study: trials of the recipe with values drawn from the space."""
@@ -129,6 +136,7 @@ def run(
         launcher=launcher,
         launcher_settings=settings,
         data_dir=data_dir,
+        timeout=timeout,
     )
     watcher = TuneWatcher() if quiet else RichTuneWatcher()
     with interrupt_on_sigterm():

@@ -17,8 +17,10 @@ counts every trial of the study.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import statistics
+import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -83,6 +85,7 @@ class TuneSpec:
     launcher: str = "local"
     launcher_settings: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
+    timeout: float | None = None
 
     @property
     def storage_location(self) -> str:
@@ -101,6 +104,8 @@ class TuneSpec:
             raise RecipeError(f"--jobs {self.jobs}: must be at least 1")
         if self.seeds is not None and not self.seeds:
             raise RecipeError("--seeds: no seed given")
+        if self.timeout is not None and self.timeout <= 0:
+            raise RecipeError(f"--timeout {self.timeout:g}: give a number of seconds above 0")
         if self.pruner_warmup < 0:
             raise RecipeError(f"--pruner-warmup {self.pruner_warmup}: must be 0 or more")
         check_choices(self.sampler, self.pruner)
@@ -471,6 +476,8 @@ class Scheduler:
         self.ended: list[TrialEnd] = []
         self.prepared = False
         self.stopping = False
+        timeout = study.spec.timeout
+        self.deadline = time.monotonic() + timeout if timeout is not None else math.inf
 
     def run(self) -> list[TrialEnd]:
         resumed = self.study.unfinished()
@@ -528,7 +535,9 @@ class Scheduler:
                 if work.error is None and not work.pruned:
                     return work, run
                 self.run_done(work)  # dropped: the trial failed or was pruned meanwhile
-            if self.stopping or self.study.counted() >= self.study.spec.trials:
+            if self.stopping or time.monotonic() > self.deadline:
+                return None  # the running trials finish; a rerun continues the study
+            if self.study.counted() >= self.study.spec.trials:
                 return None
             self.add(self.study.ask())
 

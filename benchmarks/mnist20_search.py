@@ -1,0 +1,152 @@
+"""MNIST with 20 labels: FAT's and VAT's settings chosen on validation data, as the paper
+chose its own (§5.1), with ``sslrun tune``.
+
+    python benchmarks/mnist20_search.py search fat --trials 40 --jobs 2   # hours on a CPU
+    python benchmarks/mnist20_search.py keep fat      # small files into docs/results/tune/
+    python benchmarks/mnist20_search.py chosen fat    # recipes/paper/fat_mnist20_tuned.toml
+
+``search`` runs (or continues) the study of ``recipes/paper/METHOD_mnist20.toml`` over
+``recipes/spaces/METHOD_mnist20.toml`` in ``tunes/mnist20-METHOD``: a 10,000-image
+validation split held out of the training set, every trial trained on seeds 1-3 (three
+labeled draws), objective the mean final validation accuracy, at a budget where the
+protocol runs have settled (:data:`EPOCHS`: FAT-20's protocol runs reach their final
+accuracy within 4 epochs of 500 updates, VAT-20's drift for longer; docs/results.md,
+section ``mnist20_search``). ``--gpu-runs K`` places K runs at a time on GPU 0.
+``keep`` copies the study's small files (manifest, journal, tables, best.toml, figures,
+each run's recipe, metrics and summary) into ``docs/results/tune/METHOD20/``, which
+go into git. ``chosen`` writes the protocol recipe with the best trial's values: the
+"settings chosen on validation" rows of Table 1 (``benchmarks/paper_protocol.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ssl_core.recipe.spec import dump_toml, read_toml
+from ssl_core.tuning.folder import MANIFEST_NAME
+from ssl_core.tuning.report import BEST_TOML, manifest_parameters
+from ssl_core.tuning.space import put, toml_text
+
+REPO = Path(__file__).resolve().parent.parent
+TUNES = REPO / "tunes"
+KEPT = REPO / "docs" / "results" / "tune"
+#: Epochs of 500 updates per trial: where the protocol runs have settled (module docstring).
+EPOCHS = {"fat": 6, "vat": 8}
+SEEDS = "1-3"
+VALIDATION = 10_000
+#: Files of a study worth keeping (kilobytes); checkpoints and logs stay behind.
+STUDY_FILES = (MANIFEST_NAME, "study.journal", "trials.md", "trials.csv", BEST_TOML)
+RUN_FILES = ("recipe.toml", "metrics.jsonl", "summary.json")
+
+
+def folder(method: str) -> Path:
+    return TUNES / f"mnist20-{method}"
+
+
+def search(args: argparse.Namespace) -> int:
+    command = [sys.executable, "-m", "ssl_core", "tune", "run"]
+    command += [str(REPO / "recipes" / "paper" / f"{args.method}_mnist20.toml")]
+    command += ["--space", str(REPO / "recipes" / "spaces" / f"{args.method}_mnist20.toml")]
+    command += ["--out", str(folder(args.method)), "--trials", str(args.trials)]
+    command += ["--seeds", SEEDS, "--pruner", "median", "--pruner-warmup", "2"]
+    command += ["--set", f"train.epochs={EPOCHS[args.method]}"]
+    command += ["--set", f"data.validation={VALIDATION}", "--set", "train.threads=1"]
+    command += ["--set", f"train.precision={args.precision}"]
+    if args.gpu_runs:
+        command += ["--jobs", str(args.gpu_runs), "--set", "train.cuda_graph=true"]
+        command += ["--launcher-set", "devices=[0]"]
+        command += ["--launcher-set", f"runs_per_device={args.gpu_runs}"]
+        command += ["--launcher-set", f"mps={str(args.mps).lower()}"]
+    else:
+        command += ["--jobs", str(args.jobs)]
+    if args.timeout:
+        command += ["--timeout", str(args.timeout)]
+    print(" ".join(command), flush=True)
+    return subprocess.call(command)
+
+
+def keep(args: argparse.Namespace) -> int:
+    source, target = folder(args.method), KEPT / f"{args.method}20"
+    for name in STUDY_FILES:
+        if (source / name).is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / name, target / name)
+    for picture in source.glob("*.png"):
+        shutil.copy2(picture, target / picture.name)
+    for trial in sorted((source / "trials").glob("trial-*")):
+        kept = target / "trials" / trial.name
+        kept.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(trial / "recipe.toml", kept / "recipe.toml")
+        for run in sorted(trial.glob("seed-*/")):
+            for name in RUN_FILES:
+                if (run / name).is_file():
+                    (kept / run.name).mkdir(exist_ok=True)
+                    shutil.copy2(run / name, kept / run.name / name)
+    print(f"kept {source} in {target}")
+    return 0
+
+
+def chosen(args: argparse.Namespace) -> int:
+    """The protocol recipe with the study's best values, headed by where they come from."""
+    kept = KEPT / f"{args.method}20"
+    best = kept / BEST_TOML
+    if not best.is_file():
+        sys.exit(f"error: {best}: no best.toml (run search, then keep)")
+    manifest = read_toml(kept / MANIFEST_NAME)
+    values = {}
+    chosen_recipe = read_toml(best)
+    for parameter in manifest_parameters(kept, manifest):
+        node = chosen_recipe
+        for part in parameter.key.split("."):
+            node = node[part]
+        values[parameter.key] = node
+    protocol = REPO / "recipes" / "paper" / f"{args.method}_mnist20.toml"
+    recipe = read_toml(protocol)
+    for key, value in values.items():
+        put(recipe, key, value)
+    recipe["name"] = f"paper_{args.method}_mnist20_tuned"
+    header = [
+        line for line in best.read_text(encoding="utf-8").splitlines() if line.startswith("#")
+    ]
+    text = "\n".join(
+        [
+            f"# {args.method.upper()} on MNIST with 20 labels at the protocol of"
+            f" {protocol.name}, with the settings a",
+            f"# study chose on validation data (docs/results/tune/{args.method}20/,"
+            " benchmarks/mnist20_search.py):",
+            *header,
+            "# Everything else as in the protocol recipe (100 epochs of 500 updates).",
+            *(f"#   {key} = {toml_text(value)}" for key, value in values.items()),
+            "",
+        ]
+    )
+    target = protocol.with_name(f"{args.method}_mnist20_tuned.toml")
+    target.write_text(text + dump_toml(recipe), encoding="utf-8")
+    print(f"wrote {target}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("search", help="run or continue a study")
+    run.add_argument("method", choices=sorted(EPOCHS))
+    run.add_argument("--trials", type=int, default=40)
+    run.add_argument("--jobs", type=int, default=2, help="runs at a time on the CPU")
+    run.add_argument("--gpu-runs", type=int, default=0, help="runs at a time on GPU 0")
+    run.add_argument("--mps", action="store_true", help="under CUDA MPS (with --gpu-runs)")
+    run.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    run.add_argument("--timeout", type=float, default=0, help="no new trial after (s)")
+    for name, helptext in (("keep", "copy small files into git"), ("chosen", "tuned recipe")):
+        sub = commands.add_parser(name, help=helptext)
+        sub.add_argument("method", choices=sorted(EPOCHS))
+    args = parser.parse_args()
+    return {"search": search, "keep": keep, "chosen": chosen}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
