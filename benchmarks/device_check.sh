@@ -48,7 +48,7 @@ stage() { # stage NAME SECONDS COMMAND...: run it within its time and the budget
 site=${SSLRUN_SITE:-/tmp/sslrun-site}
 stage install 120 python3 -m pip install -q --no-index --no-deps --no-compile \
     --no-cache-dir --upgrade --target "$site" .whl/*.whl
-export PYTHONPATH="$site" PYTHONUNBUFFERED=1
+export PYTHONPATH="$site" PYTHONUNBUFFERED=1 SSLRUN_DATA_DIR="$PWD/data"
 stage gpu 60 python3 -c "import torch, ssl_core, optuna, pydantic; \
 print(torch.__version__, torch.cuda.get_device_name(0), optuna.__version__)"
 stage steps 120 python3 benchmarks/gpu_throughput.py steps --rounds 1 --steps 150 --compare 30

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from ssl_core.engine.catalogue import Catalogue
+from ssl_core.experiments.grid import parse_seeds
 from ssl_core.recipe.spec import dump_toml, read_toml
 from ssl_core.tuning.folder import MANIFEST_NAME
 from ssl_core.tuning.report import BEST_TOML, manifest_parameters
-from ssl_core.tuning.space import put, toml_text
+from ssl_core.tuning.space import load_space, put, toml_text
+from ssl_core.tuning.trials import TrialEnd, TuneSpec, TuneWatcher, run_study
 
 REPO = Path(__file__).resolve().parent.parent
 TUNES = REPO / "tunes"
@@ -48,25 +50,42 @@ def folder(method: str) -> Path:
 
 
 def search(args: argparse.Namespace) -> int:
-    command = [sys.executable, "-m", "ssl_core", "tune", "run"]
-    command += [str(REPO / "recipes" / "paper" / f"{args.method}_mnist20.toml")]
-    command += ["--space", str(REPO / "recipes" / "spaces" / f"{args.method}_mnist20.toml")]
-    command += ["--out", str(folder(args.method)), "--trials", str(args.trials)]
-    command += ["--seeds", SEEDS, "--pruner", "median", "--pruner-warmup", "2"]
-    command += ["--set", f"train.epochs={EPOCHS[args.method]}"]
-    command += ["--set", f"data.validation={VALIDATION}", "--set", "train.threads=1"]
-    command += ["--set", f"train.precision={args.precision}"]
+    """The study through ``ssl_core.tuning`` itself (what ``sslrun tune run`` calls)."""
+    overrides = [f"train.epochs={EPOCHS[args.method]}", f"data.validation={VALIDATION}"]
+    overrides += ["train.threads=1", f"train.precision={args.precision}"]
+    overrides.append("train.cuda_graph=true")  # on a GPU; ignored on the CPU: one study
+    launcher: dict[str, object] = {}
     if args.gpu_runs:
-        command += ["--jobs", str(args.gpu_runs), "--set", "train.cuda_graph=true"]
-        command += ["--launcher-set", "devices=[0]"]
-        command += ["--launcher-set", f"runs_per_device={args.gpu_runs}"]
-        command += ["--launcher-set", f"mps={str(args.mps).lower()}"]
-    else:
-        command += ["--jobs", str(args.jobs)]
-    if args.timeout:
-        command += ["--timeout", str(args.timeout)]
-    print(" ".join(command), flush=True)
-    return subprocess.call(command)
+        launcher = {"devices": [0], "runs_per_device": args.gpu_runs, "mps": args.mps}
+    space = REPO / "recipes" / "spaces" / f"{args.method}_mnist20.toml"
+    spec = TuneSpec(
+        recipe=REPO / "recipes" / "paper" / f"{args.method}_mnist20.toml",
+        space=space,
+        parameters=load_space(space),
+        folder=folder(args.method),
+        trials=args.trials,
+        overrides=overrides,
+        seeds=parse_seeds(SEEDS),
+        jobs=args.gpu_runs or args.jobs,
+        pruner="median",
+        pruner_warmup=2,
+        launcher_settings=launcher,
+        timeout=args.timeout or None,
+    )
+    print(f"study of {spec.recipe.name} over {space.name}: {spec.folder}", flush=True)
+    result = run_study(spec, Catalogue.discover(), PrintedTrials())
+    best = result.report.best
+    if best is not None:
+        print(f"best: trial {best.number}, validation {best.val_mean}", flush=True)
+    return 0
+
+
+class PrintedTrials(TuneWatcher):
+    """One line per trial as it ends (for logs)."""
+
+    def trial_ended(self, end: TrialEnd) -> None:
+        value = f"{100 * end.val_mean:.2f}%" if end.val_mean is not None else end.message
+        print(f"trial {end.number} {end.state}: {value}", flush=True)
 
 
 def keep(args: argparse.Namespace) -> int:
