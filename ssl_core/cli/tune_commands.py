@@ -60,7 +60,7 @@ def run(
     seeds: Annotated[
         str | None,
         typer.Option(
-            metavar="SEEDS", help="train each trial on these seeds (1-3); objective: the mean"
+            metavar="1-3", help="train each trial on these seeds; objective: the mean over them"
         ),
     ] = None,
     set_: Annotated[

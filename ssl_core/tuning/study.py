@@ -80,7 +80,25 @@ def make_sampler(name: str, parameters: Sequence[Parameter], seed: int) -> BaseS
         raise RecipeError(
             f"--sampler grid: every parameter must be choices; '{ranges[0]}' is a range"
         )
-    return optuna.samplers.GridSampler({p.key: p.categories for p in parameters}, seed=seed)
+    return StudyGridSampler({p.key: p.categories for p in parameters}, seed=seed)
+
+
+class StudyGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for a study driven by ask and tell.
+
+    Optuna's own stops ``study.optimize`` once the grid is covered, which outside
+    ``optimize`` is an error at the last ``tell``; ``sslrun tune`` caps ``--trials`` at
+    the grid's size instead (:func:`grid_size`).
+    """
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
 
 
 def grid_size(parameters: Sequence[Parameter]) -> int:
