@@ -211,15 +211,13 @@ def runs(args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parts = parser.add_subparsers(dest="part", required=True)
-    step_part = parts.add_parser("steps", help="seconds per step, eager and graph")
-    step_part.add_argument("--steps", type=int, default=200)
-    step_part.add_argument("--rounds", type=int, default=3)
-    step_part.add_argument("--compare", type=int, default=50)
-    run_part = parts.add_parser("runs", help="aggregate steps per second of N runs")
-    run_part.add_argument("--counts", type=int, nargs="+", default=[1, 4, 12, 24])
-    run_part.add_argument("--iterations", type=int, default=1000)
-    run_part.add_argument("--mps", action="store_true", help="also under CUDA MPS")
+    parser.add_argument("part", choices=["steps", "runs"], help="what to measure")
+    parser.add_argument("--steps", type=int, default=200, help="steps: timed steps a run")
+    parser.add_argument("--rounds", type=int, default=3, help="steps: interleaved rounds")
+    parser.add_argument("--compare", type=int, default=50, help="steps: eager against graph")
+    parser.add_argument("--counts", type=int, nargs="+", default=[1, 4, 12, 24], help="runs: N")
+    parser.add_argument("--iterations", type=int, default=1000, help="runs: steps a run")
+    parser.add_argument("--mps", action="store_true", help="runs: also under CUDA MPS")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("error: no CUDA device; this benchmark measures the GPU path")

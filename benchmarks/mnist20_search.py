@@ -25,13 +25,14 @@ import shutil
 import sys
 from pathlib import Path
 
+from ssl_core.cli.sweep_commands import interrupt_on_sigterm
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.experiments.grid import parse_seeds
 from ssl_core.recipe.spec import dump_toml, read_toml
 from ssl_core.tuning.folder import MANIFEST_NAME
 from ssl_core.tuning.report import BEST_TOML, manifest_parameters
 from ssl_core.tuning.space import load_space, put, toml_text
-from ssl_core.tuning.trials import TrialEnd, TuneSpec, TuneWatcher, run_study
+from ssl_core.tuning.trials import TrialEnd, TuneInterrupted, TuneSpec, TuneWatcher, run_study
 
 REPO = Path(__file__).resolve().parent.parent
 TUNES = REPO / "tunes"
@@ -73,7 +74,12 @@ def search(args: argparse.Namespace) -> int:
         timeout=args.timeout or None,
     )
     print(f"study of {spec.recipe.name} over {space.name}: {spec.folder}", flush=True)
-    result = run_study(spec, Catalogue.discover(), PrintedTrials())
+    with interrupt_on_sigterm():  # SIGTERM as Ctrl-C: running trials checkpoint first
+        try:
+            result = run_study(spec, Catalogue.discover(), PrintedTrials())
+        except TuneInterrupted as exc:
+            print(f"error: {exc}", flush=True)
+            return exc.exit_code
     best = result.report.best
     if best is not None:
         print(f"best: trial {best.number}, validation {best.val_mean}", flush=True)

@@ -36,7 +36,8 @@ COMMAND = re.compile(r"^(sslrun|python|python3|\.venv/bin/\S+|pip|torchrun|bash|
 NOT_RUN = re.compile(
     r"^(python3 -m venv|\.venv/bin/pip|pip |torchrun|bash benchmarks/device_check\.sh"
     r"|\.venv/bin/python -m pytest"
-    r"|sslrun sweep .*--launcher (ray .*address=|slurm (?!.*cluster=local)))"
+    r"|sslrun sweep .*--launcher (ray .*address=|slurm (?!.*cluster=local))"
+    r"|sslrun (sweep|tune) .*mps=true)"
 )
 #: A command whose data the user brings (data.root under ~): it may only fail for lack of it.
 USER_DATA = re.compile(r"data\.root=~")
@@ -55,11 +56,13 @@ def tiny(args: list[str]) -> list[str]:
     args = list(args)
     if args and args[0] not in COMMANDS and not args[0].startswith("-"):
         args.insert(0, "train")
-    if args and args[0] in ("train", "resume", "sweep") and "--help" not in args:
+    study = args[:1] == ["tune"] and "report" not in args[1:2]
+    if args and (args[0] in ("train", "resume", "sweep") or study) and "--help" not in args:
         if "--seeds" in args:  # one seed per setting is enough to show that it runs
             index = args.index("--seeds") + 1
             args[index] = args[index].split(",")[0].split("-")[0]
         args += ["--set", "train.epochs=1", "--set", "train.iterations_per_epoch=2", "--quiet"]
+        args += ["--trials", "1"] if study else []  # one trial shows that a study runs
     return args
 
 
@@ -152,9 +155,10 @@ def check_without_running(line: str) -> None:
     if line.startswith("bash "):
         script = REPO / shlex.split(line)[1]
         assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
-    if line.startswith("sslrun sweep "):  # a cluster's sweep: its launcher and keys exist
-        words = shlex.split(line)
-        launcher = Catalogue.discover().launchers[words[words.index("--launcher") + 1]]
+    if line.startswith(("sslrun sweep ", "sslrun tune ")):  # a cluster's or a GPU's
+        words = shlex.split(line)  # the launcher and its keys exist
+        name = words[words.index("--launcher") + 1] if "--launcher" in words else "local"
+        launcher = Catalogue.discover().launchers[name]
         for option, value in zip(words, words[1:], strict=False):
             if option == "--launcher-set":
                 assert value.split("=")[0] in launcher.Settings.model_fields, line
