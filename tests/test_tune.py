@@ -438,3 +438,31 @@ def test_a_study_runs_its_trials_on_a_ray_cluster(tmp_path, base, ray_cluster, c
     result = run_study(spec, catalogue)
     assert [end.state for end in result.ended] == ["complete", "complete"]
     assert result.report.best is not None and result.report.best.values == {"optim.lr": 0.05}
+
+
+def test_two_tune_folders_feed_one_study_on_shared_storage(tmp_path, base, catalogue):
+    """As tune processes on several machines would: one journal, one study, own folders."""
+    space = space_file(tmp_path, '"optim.lr" = { low = 0.001, high = 0.1, log = true }\n')
+    shared = str(tmp_path / "shared.journal")
+    for machine, total in (("a", 2), ("b", 3)):
+        spec = spec_of(tmp_path, base, space, trials=total, storage=shared, study_name="fat")
+        spec.folder = tmp_path / machine
+        run_study(spec, catalogue, launcher=InProcess())
+    study = load_study(open_storage(shared), "fat")
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3
+    assert sorted(p.name for p in (tmp_path / "a" / "trials").iterdir() if p.is_dir()) == [
+        "trial-0000",
+        "trial-0001",
+    ]
+    assert [p.name for p in (tmp_path / "b" / "trials").iterdir() if p.is_dir()] == ["trial-0002"]
+
+
+def test_a_study_lives_in_a_relational_database_given_by_url(tmp_path, base, catalogue):
+    space = space_file(tmp_path, f'"optim.lr" = {{ choices = {LR_CHOICES} }}\n')
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    spec = spec_of(tmp_path, base, space, sampler="grid", storage=url, study_name="lr")
+    result = run_study(spec, catalogue, launcher=InProcess())
+    assert result.report.best is not None and result.report.best.values == {"optim.lr": 0.05}
+    assert not (spec.folder / "study.journal").exists()
+    assert len(load_study(open_storage(url), "lr").get_trials()) == 2
+    report_folder(spec.folder)  # the tune folder's manifest names the database
