@@ -46,6 +46,7 @@ TRAIN = {
     "labeled_batch": 4,
     "unlabeled_batch": 16,
     "threads": 1,
+    "check_every": 2,  # ranks agree on a signal when the guard is read: every 2 steps
 }
 MODEL = {"name": "mlp", "hidden": [16], "batch_norm": False}
 TOLERANCE = 1e-5

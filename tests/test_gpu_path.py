@@ -236,3 +236,53 @@ def test_a_run_a_plugin_stops_ends_cleanly_and_stays_ended(tmp_path):
 def test_sslrun_s_own_statuses_cannot_be_claimed():
     with built_run(tiny_recipe()) as run, pytest.raises(ValueError, match="sslrun's own"):
         run.stop_early("x", "why", status="finished")
+
+
+# --- what else drifts between devices ---------------------------------------------------
+
+
+def test_a_run_moves_between_devices_on_resume(tmp_path):
+    """`sslrun resume DIR --set train.device=...` continues a GPU run on a CPU, and back."""
+    from ssl_core.testing import InterruptAt
+
+    recipe = tiny_recipe(
+        train={"device": "cpu", "epochs": 2},
+        plugins={"supervised": {}, "interrupt_at": {"step": 2}},
+    )
+    folder = tmp_path / "run"
+    assert train_recipe(recipe, folder, InterruptAt) is None  # interrupted, checkpointed
+    moved = {**recipe, "train": {**recipe["train"], "device": "auto", "cuda_graph": True}}
+    summary = train_recipe(moved, folder, InterruptAt, resume=True)
+    assert summary is not None and summary["epochs"] == 2
+
+
+def test_a_checkpoint_holds_only_the_run_s_own_gpu_random_state():
+    from ssl_core.engine.checkpoint import rng_state, set_rng_state
+
+    state = rng_state(torch.device("cpu"))
+    assert state["cuda"] == []
+    legacy = {**state, "cuda": [torch.zeros(16, dtype=torch.uint8)] * 8}  # eight GPUs saw it
+    set_rng_state(legacy, torch.device("cpu"))  # a machine without them resumes it
+    assert torch.equal(torch.get_rng_state(), state["torch"])
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_float32_is_float32_on_a_gpu_and_cudnn_is_deterministic_when_asked(deterministic):
+    torch.backends.cudnn.allow_tf32 = True
+    with built_run(tiny_recipe(train={"deterministic": deterministic})):
+        assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.backends.cudnn.deterministic is deterministic
+        assert torch.backends.cudnn.benchmark is False
+
+
+def test_the_weight_normalised_mlp_takes_rank_0_s_initialisation(monkeypatch):
+    from ssl_plugins.models import badgan_discriminator as wn
+
+    sent = []
+    monkeypatch.setattr(wn.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(wn.dist, "broadcast", lambda tensor, src: sent.append((tensor, src)))
+    layer = wn.WeightNormLinear(4, 3)
+    layer(torch.randn(8, 4))
+    assert [(tensor is layer.scale, src) for tensor, src in sent[:1]] == [(True, 0)]
+    assert len(sent) == 2 and sent[1][0] is layer.bias and sent[1][1] == 0

@@ -14,6 +14,7 @@ import math
 from typing import Any, ClassVar
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
@@ -28,8 +29,10 @@ class WeightNormLinear(nn.Module):
 
     On the first forward in training mode g and b are set so that every output unit
     has zero mean and standard deviation ``init_scale`` on that batch (Salimans &
-    Kingma 2016, §3). ``trainable_scale = False`` keeps g at that initial value, as
-    Bad GAN's hidden layers do; only the output layer learns its scale. Whether the
+    Kingma 2016, §3); under torchrun every rank takes rank 0's values (each rank's
+    first batch differs, and DDP synchronises gradients, not values set by hand).
+    ``trainable_scale = False`` keeps g at that initial value, as Bad GAN's hidden
+    layers do; only the output layer learns its scale. Whether the
     initialisation has happened is a buffer, so a restored checkpoint is not re-initialised.
     """
 
@@ -75,6 +78,9 @@ class WeightNormLinear(nn.Module):
         std = (projected.var(0, unbiased=False) + 1e-6).sqrt()
         self.scale.copy_(self.init_scale / std)
         self.bias.copy_(-mean * self.init_scale / std)
+        if dist.is_available() and dist.is_initialized():  # torchrun: one initialisation
+            dist.broadcast(self.scale, src=0)  # every rank takes rank 0's batch statistics
+            dist.broadcast(self.bias, src=0)
         self.initialized.fill_(True)
 
 

@@ -9,6 +9,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ssl_core.cli.progress import RichReporter
 from ssl_core.engine.build import build_run
 from ssl_core.engine.catalogue import Catalogue
@@ -216,11 +218,14 @@ def evaluate_run(run_dir: Path, catalogue: Catalogue, data_dir: str | None) -> d
     """Score a run folder's checkpoint: the classifier and every plugin model, every split.
 
     The run is rebuilt from the folder's ``recipe.toml``; the checkpoint must hold a run
-    of that recipe (a checkpoint copied from elsewhere is refused, naming the key).
+    of that recipe (a checkpoint copied from elsewhere is refused, naming the key). A
+    run trained on a GPU is scored on the CPU where there is none.
     """
     if not (run_dir / CHECKPOINT_NAME).is_file():
         raise RecipeError(f"{run_dir}: no {CHECKPOINT_NAME} (is this a run folder?)")
     resolved = load_recipe(run_dir / RECIPE_NAME, catalogue)
+    if resolved.recipe.train.device == "cuda" and not torch.cuda.is_available():
+        resolved = load_recipe(run_dir / RECIPE_NAME, catalogue, ["train.device=cpu"])
     run = build_run(resolved, catalogue, out_dir=run_dir, data_dir=data_dir)
     try:
         position = restore_for_evaluation(run)

@@ -17,7 +17,7 @@ from ssl_core.engine.data import SplitData, resolve_data_root, split_dataset
 from ssl_core.engine.distributed import World
 from ssl_core.engine.run import Run
 from ssl_core.errors import RecipeError
-from ssl_core.recipe.spec import ResolvedRecipe
+from ssl_core.recipe.spec import ResolvedRecipe, TrainSpec
 
 #: Rank r > 0 of a torchrun job draws from seed + r * RANK_SEED_STRIDE after building the model.
 RANK_SEED_STRIDE = 100_003
@@ -27,6 +27,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def configure_numerics(spec: TrainSpec) -> None:
+    """Float32 means float32 on a GPU too; cuDNN's deterministic algorithms when asked.
+
+    CUDA may run float32 convolutions (and, if allowed, matrix products) in TF32, with a
+    10-bit mantissa: VAT's finite-difference probe x + ξd and the float32 parts of a
+    bf16 run would lose what they keep float32 for. ``train.deterministic`` makes
+    cuDNN pick deterministic convolution algorithms (and not benchmark them), so a CNN
+    recipe resumes exactly on a GPU as it does on a CPU, at some cost in speed.
+    """
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = spec.deterministic
+    torch.backends.cudnn.benchmark = False
 
 
 def pick_device(choice: str) -> torch.device:
@@ -116,6 +131,7 @@ def build_run(
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     seed_everything(recipe.seed)
+    configure_numerics(recipe.train)
     device = world.device or pick_device(recipe.train.device)
     if data is None:
         data = load_data(resolved, catalogue, data_dir)

@@ -37,7 +37,14 @@ if TYPE_CHECKING:
 CHECKPOINT_NAME = "checkpoint.pt"
 #: Recipe keys a resume may change: none alters what the finished steps computed.
 #: ``train.epochs`` may grow too, unless the learning-rate schedule depends on it.
-RESUME_MAY_CHANGE = ("train.threads", "train.check_every", "train.checkpoint_every", "data.root")
+RESUME_MAY_CHANGE = (
+    "train.threads",
+    "train.check_every",
+    "train.checkpoint_every",
+    "data.root",
+    "train.device",  # a GPU run continues (or is scored) on a CPU, and back
+    "train.cuda_graph",  # a replayed step computes what an eager one does
+)
 #: Bumped whenever the layout changes; an older checkpoint is refused, never guessed at.
 FORMAT = 3
 #: The layout before checkpoints were sealed with a hash; read (unchecked) for resuming.
@@ -60,10 +67,12 @@ class Position:
         return self.iteration > 0
 
 
-def rng_state() -> dict[str, Any]:
-    """torch, CUDA, numpy and Python RNG states as tensors and plain values.
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """torch, the run's GPU, numpy and Python RNG states as tensors and plain values.
 
-    Kept to types that ``torch.load(weights_only=True)`` accepts.
+    Only the GPU the run trains on is saved (an empty list on the CPU), so a machine
+    with fewer GPUs, or none, can resume the run. Kept to types that
+    ``torch.load(weights_only=True)`` accepts.
     """
     legacy = np.random.get_state(legacy=True)
     assert isinstance(legacy, tuple)  # the legacy state is a tuple, never a dict
@@ -71,7 +80,7 @@ def rng_state() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else [],
         "numpy": {
             "kind": kind,
             "keys": torch.from_numpy(keys.astype(np.int64)),
@@ -83,10 +92,15 @@ def rng_state() -> dict[str, Any]:
     }
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what :func:`rng_state` saved; the GPU state goes to the run's GPU.
+
+    A checkpoint of an older version holds every GPU's state: the first one is the
+    run's. A run resumed on another kind of device keeps that device's fresh stream.
+    """
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"][0], device)
     np_state = state["numpy"]
     np.random.set_state(
         (
@@ -162,7 +176,7 @@ def save_checkpoint(
     ``epoch_state`` is this rank's running state of the epoch in progress (empty at an
     epoch boundary); it is gathered with the RNG states of every rank.
     """
-    ranks = run.world.gather({"rng": rng_state(), "epoch": epoch_state})
+    ranks = run.world.gather({"rng": rng_state(run.device), "epoch": epoch_state})
     if not run.world.is_main or run.out_dir is None:
         return
     payload = {
@@ -219,7 +233,7 @@ class Checkpoint:
                 raise TrainingError(
                     f"{self.path}: state '{name}' does not load ({message})"
                 ) from None
-        set_rng_state(self.payload["ranks"][run.world.rank]["rng"])
+        set_rng_state(self.payload["ranks"][run.world.rank]["rng"], run.device)
 
 
 def read_checkpoint(run: Run) -> Checkpoint:

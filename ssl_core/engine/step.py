@@ -30,8 +30,10 @@ def train_step(
 ) -> bool:
     """One iteration: hooks, losses, the non-finite guard, the classifier's step.
 
-    Returns whether the run must stop after this step (a signal reached any rank by
-    its end). The hooks run in the training precision (:mod:`ssl_core.engine.precision`).
+    Returns whether the run must stop after this step: a signal this process received,
+    or, under torchrun, one any rank received by the last step of a guard read (ranks
+    decide together every ``train.check_every`` steps, so no step waits on the others
+    otherwise). The hooks run in the training precision (:mod:`ssl_core.engine.precision`).
     Nothing here reads a tensor's value on the host: the non-finite guard records the
     step on the device and is read every ``train.check_every`` steps
     (:mod:`ssl_core.engine.nonfinite`). ``learn`` does the device work (default
@@ -43,8 +45,11 @@ def train_step(
     done, owners = (learn or learn_eagerly)(run, batch)
     guard.record(done.epoch, done.iteration, done.terms, owners)
     tally.add(done.terms, done.stats)
-    if guard.due:
-        guard.check(run.world)
+    if not guard.due:
+        # One process sees its own signal at once; ranks agree only when the guard is
+        # read (every train.check_every steps), so a step holds no collective.
+        return stop.requested and not run.world.is_distributed
+    guard.check(run.world)
     (stopping,) = run.world.any(stop.requested)
     return stopping
 

@@ -90,6 +90,11 @@ class TrainSpec(Section):
     threads: int = Field(
         0, ge=0, le=1024, description="CPU threads for torch; 0 keeps torch's default"
     )
+    deterministic: bool = Field(
+        False,
+        description="on a GPU, deterministic cuDNN convolution algorithms: CNN recipes then"
+        " resume exactly, a little slower (MLPs are deterministic either way)",
+    )
     cuda_graph: bool = Field(
         False,
         description="on a GPU, capture each epoch's step once as a CUDA graph and replay it"
