@@ -19,13 +19,11 @@ from ssl_core.engine.outputs import (
     METRICS_NAME,
     RECIPE_NAME,
     SUMMARY_NAME,
-    RunFolderLock,
     atomic_write_text,
-    create_run_dir,
     default_run_dir,
-    is_free,
 )
 from ssl_core.engine.reporter import Reporter
+from ssl_core.engine.runfolder import claim_for_resume, claim_new
 from ssl_core.engine.scores import scores
 from ssl_core.errors import RecipeError
 from ssl_core.experiments.plots import plot_accuracy
@@ -138,21 +136,16 @@ def claim_run_dir(
 ) -> tuple[Path, bool]:
     """The run folder, locked for this process, and whether a checkpoint continues in it.
 
-    A new folder gets the resolved recipe. A folder to resume that has no checkpoint
-    yet, because its start failed before the first one, starts from the beginning.
+    A new folder gets the resolved recipe; so does a folder to resume that has no
+    checkpoint yet, because its start failed before the first one (it starts from the
+    beginning). What sslrun may write where is :mod:`ssl_core.engine.runfolder`.
     """
     if resume is not None:
-        if not resume.is_dir():
-            raise RecipeError(f"{resume}: no such run folder")
-        held.enter_context(RunFolderLock(resume))
-        if (resume / CHECKPOINT_NAME).is_file():
+        if claim_for_resume(resume, held):
             return resume, True
-        if not is_free(resume):
-            raise RecipeError(f"{resume}: no {CHECKPOINT_NAME} there to resume from")
         run_dir = resume
     else:
-        run_dir = create_run_dir(out or default_run_dir(run_name(resolved)))
-        held.enter_context(RunFolderLock(run_dir))
+        run_dir = claim_new(out or default_run_dir(run_name(resolved)), held)
     atomic_write_text(run_dir / RECIPE_NAME, dump_toml(resolved.to_dict()))
     return run_dir, False
 

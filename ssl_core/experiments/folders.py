@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +19,8 @@ from typing import Any
 from ssl_core.api.launcher import Launcher, LauncherSettings, RunJob
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME
-from ssl_core.engine.outputs import (
-    LOCK_NAME,
-    METRICS_NAME,
-    RECIPE_NAME,
-    SUMMARY_NAME,
-    atomic_write_text,
-    is_temporary,
-)
+from ssl_core.engine.outputs import RECIPE_NAME, SUMMARY_NAME, atomic_write_text
+from ssl_core.engine.runfolder import holds_run, is_marked, is_plain_file
 from ssl_core.errors import RecipeError
 from ssl_core.experiments.grid import Setting, SweepSpec, expand, slug, toml_literal
 from ssl_core.experiments.report import label_groups, setting_of
@@ -166,10 +161,14 @@ def folder_state(folder: Path, recipe: ResolvedRecipe) -> str:
     """What a run folder needs; refuse one that holds a run of another recipe.
 
     The folder's ``recipe.toml`` is compared through :meth:`ResolvedRecipe.difference`,
-    so a run started before a setting was added (at its default) still resumes.
+    so a run started before a setting was added (at its default) still resumes. A
+    folder is started again only when sslrun created it and its start died before the
+    first checkpoint; a folder sslrun did not create is never cleaned.
     """
-    if not folder.exists():
+    if not os.path.lexists(folder):
         return "new"
+    if not folder.is_dir():
+        raise RecipeError(f"{folder}: not a folder; remove it to rerun")
     recipe_path = folder / RECIPE_NAME
     if recipe_path.is_file():
         difference = recipe.difference(read_toml(recipe_path))
@@ -182,16 +181,18 @@ def folder_state(folder: Path, recipe: ResolvedRecipe) -> str:
     if summary.is_file():
         try:
             status = json.loads(summary.read_text(encoding="utf-8")).get("status")
-        except (json.JSONDecodeError, AttributeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             raise RecipeError(f"{summary}: not a JSON object; remove the folder to rerun") from None
         if status == "finished":
             return "finished"
-    if (folder / CHECKPOINT_NAME).is_file():
+    if is_plain_file(folder / CHECKPOINT_NAME):
         return "resume"
-    left = {path.name for path in folder.iterdir() if not is_temporary(path)}
-    if left <= {RECIPE_NAME, METRICS_NAME, LOCK_NAME}:  # a start that died before a checkpoint
+    if is_marked(folder) and not holds_run(folder):  # a start that died before a checkpoint
         return "restart"
-    raise RecipeError(f"{folder}: neither a finished run nor a checkpoint; remove it to rerun")
+    raise RecipeError(
+        f"{folder}: neither a finished run nor a checkpoint, nor a failed start of sslrun;"
+        " remove it to rerun"
+    )
 
 
 def write_manifest(plan: Plan) -> Path:

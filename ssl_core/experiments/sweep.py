@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ssl_core.api.launcher import Launcher
 from ssl_core.engine.catalogue import Catalogue
-from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME
+from ssl_core.engine.outputs import RECIPE_NAME
 from ssl_core.experiments.folders import Plan, plan_sweep, write_manifest
 from ssl_core.experiments.grid import SweepSpec
 from ssl_core.experiments.launch import Outcome, SweepWatcher, execute
@@ -63,10 +63,6 @@ def run_sweep(
     if spec.order == "seed":
         rank = {seed: index for index, seed in enumerate(dict.fromkeys(r.seed for r in plan.runs))}
         pending.sort(key=lambda run: (rank[run.seed], run.setting))
-    for run in pending:
-        if run.state == "restart":  # recipe.toml (and nothing learned) from a dead start
-            for name in (RECIPE_NAME, METRICS_NAME):
-                (run.folder / name).unlink(missing_ok=True)
     if launcher is None:
         launcher = plan.launcher(plan.launcher_settings, spec.jobs)
     watcher = watcher or SweepWatcher()
