@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -14,6 +13,7 @@ from ssl_core.engine.build import build_run
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME
 from ssl_core.engine.distributed import World
+from ssl_core.engine.launches import now
 from ssl_core.engine.loop import prepare_training, restore_for_evaluation, train
 from ssl_core.engine.outputs import (
     METRICS_NAME,
@@ -23,11 +23,11 @@ from ssl_core.engine.outputs import (
     default_run_dir,
 )
 from ssl_core.engine.reporter import Reporter
-from ssl_core.engine.runfolder import claim_for_resume, claim_new
+from ssl_core.engine.runfolder import claim_for_resume, claim_new, is_plain_file
 from ssl_core.engine.scores import scores
 from ssl_core.errors import RecipeError
 from ssl_core.experiments.plots import plot_accuracy
-from ssl_core.recipe.spec import ResolvedRecipe, dump_toml, load_recipe
+from ssl_core.recipe.spec import ResolvedRecipe, dump_toml, first_difference, load_recipe
 
 
 def run_recipe(
@@ -41,10 +41,37 @@ def run_recipe(
     quiet: bool = False,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Validate a recipe file, prepare the run folder, train; return the summary."""
+    """Validate a recipe file, prepare the run folder, train; return the summary.
+
+    With ``resume``, a run that has a checkpoint continues with its folder's recipe
+    plus ``overrides`` and ``disable``, never with what the file says: the file must
+    agree with it (else the command is refused, naming the first key that differs).
+    """
     resolved = load_recipe(recipe_path, catalogue, overrides, disable)
+    if resume is not None and is_plain_file(resume / CHECKPOINT_NAME):
+        resolved = continued_recipe(recipe_path, resume, resolved, catalogue, overrides, disable)
     provenance = {"command": command, "recipe_file": str(recipe_path), "overrides": list(overrides)}
     return train_resolved(resolved, catalogue, out, data_dir, resume, quiet, provenance)
+
+
+def continued_recipe(
+    recipe_path: Path,
+    run_dir: Path,
+    from_file: ResolvedRecipe,
+    catalogue: Catalogue,
+    overrides: Sequence[str],
+    disable: Sequence[str],
+) -> ResolvedRecipe:
+    """The run folder's recipe plus the explicit changes; refused where the file disagrees."""
+    continued = load_recipe(run_dir / RECIPE_NAME, catalogue, overrides, disable)
+    difference = first_difference(continued.to_dict(), from_file.to_dict())
+    if difference is not None:
+        raise RecipeError(
+            f"{recipe_path}: not the recipe the run in {run_dir} continues with ({difference});"
+            f" a resume takes the run folder's recipe: sslrun resume {run_dir}"
+            " (with --set for what may change)"
+        )
+    return continued
 
 
 def resume_run(
@@ -156,11 +183,6 @@ def draw_accuracy(run_dir: Path, resolved: ResolvedRecipe) -> Path:
     curve = [json.loads(line)["test_acc"] for line in lines if line.strip()]
     title = f"{resolved.recipe.data.name}, {resolved.recipe.name} (seed {resolved.recipe.seed})"
     return plot_accuracy({resolved.recipe.name: [curve]}, run_dir / "accuracy.png", title=title)
-
-
-def now() -> str:
-    """The time of day in ISO 8601, UTC, to the second."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def written_files(run_dir: Path) -> list[str]:

@@ -46,6 +46,7 @@ from ssl_core.experiments.report import (
     table_columns,
     write_report,
 )
+from ssl_core.experiments.report_folder import is_run_folder
 from ssl_core.experiments.sweep import run_sweep
 
 console = output_console()
@@ -174,7 +175,7 @@ def report(
         Path | None,
         typer.Option(
             help="where to write table.md, table.csv and plots (default: the folder"
-            " given, or the folders' common parent)"
+            " given, or the folders' common parent; nothing for a single run folder)"
         ),
     ] = None,
 ) -> None:
@@ -183,9 +184,16 @@ def report(
         raise RecipeError(f"--target {target}: give a fraction in (0, 1], e.g. 0.98")
     groups = group_folders(find_run_folders(run_dirs), warn_about)
     rows = [summarize_group(group, target) for group in groups]
+    print_table(rows, target, "sslrun report")
     if out is None:
         out = Path(os.path.commonpath([path.resolve() for path in run_dirs]))
-    print_table(rows, target, "sslrun report")
+        if is_run_folder(out):  # its accuracy.png is the run's own: write nothing there
+            err_console.print(
+                f"{out} is a run folder: tables and figures not written (give --out DIR)",
+                highlight=False,
+                markup=False,
+            )
+            return
     for path in write_report(groups, rows, out, target):
         err_console.print(f"wrote {path}", highlight=False, markup=False)
 

@@ -117,8 +117,10 @@ def build_run(
         torch.set_num_threads(recipe.train.threads)
     seed_everything(recipe.seed)
     device = world.device or pick_device(recipe.train.device)
+    source = None
     if data is None:
         data = load_data(resolved, catalogue, data_dir)
+        source = resolve_data_root(data_dir, recipe.data.root).absolute()
     check_batch_memory(resolved, data, device)
     classifier = build_classifier(resolved, catalogue, data).to(device)
     if world.rank > 0:
@@ -130,4 +132,6 @@ def build_run(
     ]
     active = ActivePlugins(catalogue.pm, instances)
     data = data.to(device)
-    return Run(resolved, data, classifier, device, out_dir, world, active)
+    run = Run(resolved, data, classifier, device, out_dir, world, active)
+    run.data_source = source
+    return run

@@ -8,7 +8,6 @@ the data-parallel adapter :mod:`ssl_core.engine.distributed`.
 
 from __future__ import annotations
 
-import datetime as dt
 import platform
 import signal
 import subprocess
@@ -25,6 +24,8 @@ from ssl_core.api.plugin import Plugin, PluginSettings
 from ssl_core.engine.checkpoint import Position, read_checkpoint, save_checkpoint
 from ssl_core.engine.context import BatchContext
 from ssl_core.engine.data import EpochlessSampler
+from ssl_core.engine.launches import earlier_launches, now
+from ssl_core.engine.launches import provenance as launch_provenance
 from ssl_core.engine.nonfinite import NonFiniteGuard
 from ssl_core.engine.optim import apply_hyperparameters, epoch_hyperparameters
 from ssl_core.engine.outputs import (
@@ -217,7 +218,7 @@ def restore(run: Run, log: MetricsLog | None) -> LoopState:
         begin_epoch(run, saved.position.epoch)
         tally = EpochTally.from_state(saved.rank_state(run.world.rank), run.device)
     saved.apply(run)
-    run.provenance["started_at"] = saved.payload.get("started_at", run.provenance.get("started_at"))
+    run.earlier_launches = earlier_launches(saved.payload)
     return LoopState(saved.position, saved.history, tally, saved.wall_seconds)
 
 
@@ -297,8 +298,7 @@ def run_provenance(run: Run) -> dict[str, Any]:
         "processes": run.world.size,
         "precision": run.recipe.train.precision,
         "versions": software_versions(),
-        **run.provenance,
-        "ended_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **launch_provenance(run, now()),
     }
 
 

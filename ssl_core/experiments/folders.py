@@ -23,7 +23,8 @@ from ssl_core.engine.outputs import RECIPE_NAME, SUMMARY_NAME, atomic_write_text
 from ssl_core.engine.runfolder import holds_run, is_marked, is_plain_file
 from ssl_core.errors import RecipeError
 from ssl_core.experiments.grid import Setting, SweepSpec, expand, slug, toml_literal
-from ssl_core.experiments.report import label_groups, setting_of
+from ssl_core.experiments.report import REPORT_FILES, label_groups, setting_of
+from ssl_core.experiments.report_folder import claim_report_folder, mark_report_folder
 from ssl_core.recipe.spec import (
     ResolvedRecipe,
     dump_toml,
@@ -196,7 +197,11 @@ def folder_state(folder: Path, recipe: ResolvedRecipe) -> str:
 
 
 def write_manifest(plan: Plan) -> Path:
-    """``sweep.toml`` in the sweep folder: the sweep as a file; rerunning it resumes."""
+    """``sweep.toml`` in the sweep folder: the sweep as a file; rerunning it resumes.
+
+    The sweep folder is claimed as a report's is (:mod:`ssl_core.experiments.report_folder`):
+    a user's own ``sweep.toml`` there is never replaced.
+    """
     spec = plan.spec
     recipes = [str(recipe.resolve()) for recipe in spec.recipes]
     manifest: dict[str, Any] = {
@@ -213,8 +218,11 @@ def write_manifest(plan: Plan) -> Path:
         "launcher": {"name": spec.launcher, **spec.launcher_settings},
     }
     path = plan.folder / MANIFEST_NAME
-    plan.folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, dump_toml(manifest))
+    text = dump_toml(manifest)
+    if is_plain_file(path) and path.read_text(encoding="utf-8", errors="replace") == text:
+        mark_report_folder(plan.folder)  # this sweep's own folder, from before folders were marked
+    claim_report_folder(plan.folder, [MANIFEST_NAME, *REPORT_FILES])
+    atomic_write_text(path, text)
     return path
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from ssl_core.engine.checkpoint import numbered_from_one
 from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME, SUMMARY_NAME, atomic_write_text
 from ssl_core.errors import DataError, RecipeError
+from ssl_core.experiments.report_folder import claim_report_folder
 from ssl_core.recipe.spec import flatten
 
 #: Recipe keys that never separate two runs into two settings (dotted paths).
@@ -33,6 +34,7 @@ TABLE_MD = "table.md"
 TABLE_CSV = "table.csv"
 ACCURACY_PNG = "accuracy.png"
 EPOCHS_PNG = "epochs_to_target.png"
+REPORT_FILES = (TABLE_MD, TABLE_CSV, ACCURACY_PNG, EPOCHS_PNG)
 
 
 @dataclass
@@ -153,11 +155,14 @@ def group_folders(
     """Group run folders whose resolved recipes differ only by seed; label each group.
 
     A damaged folder (an unreadable recipe, a metrics line that is not JSON) is left
-    out with a one-line warning to ``warn``; the others are still reported.
+    out with a one-line warning to ``warn``; the others are still reported. Two folders
+    of the same setting and seed (a copy of a run folder) would count one run twice:
+    they are refused, naming both.
     """
     keys: list[str] = []
     recipes: list[dict[str, Any]] = []
     members: list[list[RunRecord]] = []
+    seen: dict[tuple[str, int | None], Path] = {}
     for folder in folders:
         try:
             recipe = setting_of(read_recipe(folder))
@@ -168,6 +173,12 @@ def group_folders(
             warn(f"{exc}; {folder} left out of the report")
             continue
         key = json.dumps(recipe, sort_keys=True)
+        twin = seen.setdefault((key, record.seed), folder)
+        if twin != folder:
+            raise RecipeError(
+                f"{twin} and {folder}: runs of the same setting and seed {record.seed};"
+                " a copy would count twice: report one of them"
+            )
         if key not in keys:
             keys.append(key)
             recipes.append(recipe)
@@ -359,11 +370,13 @@ def write_report(
 ) -> list[Path]:
     """Write table.md, table.csv and the plots into ``out_dir``; return what was written.
 
-    ``rows`` are the groups' :func:`summarize_group` rows, in the same order.
+    ``rows`` are the groups' :func:`summarize_group` rows, in the same order. Every file
+    is replaced atomically, and only in a folder sslrun may write a report into
+    (:mod:`ssl_core.experiments.report_folder`).
     """
     from ssl_core.experiments import plots  # matplotlib is imported only when something is drawn
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_report_folder(out_dir, REPORT_FILES)
     written = [out_dir / TABLE_MD, out_dir / TABLE_CSV]
     atomic_write_text(written[0], markdown_table(rows, target))
     atomic_write_text(written[1], csv_table(rows, target))

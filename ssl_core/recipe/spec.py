@@ -16,6 +16,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import pluggy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ssl_core.api.plugin import STRICT, Plugin, PluginSettings
@@ -26,6 +27,10 @@ from ssl_core.errors import RecipeError
 MAX_BATCH = 1_000_000
 #: A recipe file is small; a bigger file (or /dev/zero) is not read to its end.
 MAX_RECIPE_BYTES = 1024 * 1024
+#: The hook that returns loss terms: a recipe without a plugin implementing it cannot train.
+LOSS_HOOK = "sslrun_collect_losses"
+#: Reads hook markers the way pluggy does (no plugin is ever registered with it).
+_MARKERS = pluggy.PluginManager("sslrun")
 
 
 class Components(Protocol):
@@ -295,9 +300,29 @@ def validate_recipe(raw: dict[str, Any], catalogue: Components, source: str) -> 
             plugin_cls.Settings, table, source, f"plugins.{name}"
         )
 
+    _check_some_loss(plugin_settings, catalogue, source)
     data_settings = _provider_settings(catalogue.datasets, "data", recipe.data, DataSpec, source)
     model_settings = _provider_settings(catalogue.models, "model", recipe.model, ModelSpec, source)
     return ResolvedRecipe(recipe, plugin_settings, data_settings, model_settings, source, catalogue)
+
+
+def _check_some_loss(
+    plugin_settings: dict[str, PluginSettings], catalogue: Components, source: str
+) -> None:
+    """Refuse a recipe whose enabled plugins give no loss term: it could not train."""
+    enabled = [name for name, settings in plugin_settings.items() if settings.enabled]
+    if any(gives_loss(catalogue.plugins[name]) for name in enabled):
+        return
+    detail = (
+        f"no enabled plugin gives a loss term (enabled: {', '.join(enabled) or 'none'});"
+        " enable one, e.g. [plugins.supervised]"
+    )
+    raise RecipeError(f"{source}: plugins: {detail}", "plugins", detail)
+
+
+def gives_loss(plugin: type[Plugin]) -> bool:
+    """Whether ``plugin`` implements the hook that returns loss terms."""
+    return _MARKERS.parse_hookimpl_opts(plugin, LOSS_HOOK) is not None
 
 
 def _provider_settings(
@@ -407,7 +432,11 @@ def parse_literal(text: str) -> Any:
 
 
 def apply_override(raw: dict[str, Any], override: str, where: str) -> None:
-    """Apply ``dotted.key=value`` to the raw recipe dict (validated afterwards)."""
+    """Apply ``dotted.key=value`` to the raw recipe dict (validated afterwards).
+
+    A table value is merged into the table already there, so ``--set 'train={epochs=1}'``
+    after ``--set train.threads=1`` keeps the threads and every other training setting.
+    """
     key, sep, value_text = override.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -426,7 +455,21 @@ def apply_override(raw: dict[str, Any], override: str, where: str) -> None:
             prefix = ".".join(parts[: depth + 1])
             raise RecipeError(f"{where}: '{prefix}' is a value, not a table")
         node = child
-    node[parts[-1]] = value
+    current = node.get(parts[-1])
+    if isinstance(value, dict) and isinstance(current, dict):
+        merge_table(current, value)  # ``train={epochs=1}`` changes epochs, keeps the rest
+    else:
+        node[parts[-1]] = value
+
+
+def merge_table(table: dict[str, Any], changes: dict[str, Any]) -> None:
+    """Apply a table override key by key, into nested tables too (as Hydra merges)."""
+    for key, value in changes.items():
+        current = table.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            merge_table(current, value)
+        else:
+            table[key] = value
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
