@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -348,3 +349,12 @@ def test_a_lost_rank_inside_a_plugin_is_reported_as_such(tmp_path):
     recipe = tiny_recipe(plugins={"supervised": {}, "loses_contact": {}})
     with pytest.raises(TrainingError, match="lost contact with another process during"):
         train_recipe(recipe, tmp_path / "run", LosesContact)
+
+
+def test_every_test_the_fault_table_names_exists():
+    text = (Path(__file__).parent.parent / "docs" / "reliability.md").read_text()
+    named = re.findall(r"`tests/(test_\w+)\.py::(test_\w+)`", text)
+    assert len(named) >= 30
+    for module, name in named:
+        source = (Path(__file__).parent / f"{module}.py").read_text()
+        assert f"def {name}(" in source, f"docs/reliability.md names {module}::{name}"

@@ -262,15 +262,19 @@ def test_an_older_run_numbered_from_zero_is_read_from_one(tmp_path):
 # --- what a report may count and where it may write ------------------------------------
 
 
-def test_a_copied_run_folder_is_refused_naming_both_never_counted_twice(tmp_path, capsys):
+def test_a_copied_run_folder_counts_once_with_a_warning_naming_both(tmp_path, capsys):
     make_run(tmp_path / "sweep" / "seed-1", [0.98, 0.985], seed=1)
     make_run(tmp_path / "sweep" / "seed-2", [0.98, 0.9855], seed=2)
     shutil.copytree(tmp_path / "sweep" / "seed-1", tmp_path / "sweep" / "seed-1.bak")
-    assert sslrun("report", str(tmp_path / "sweep")) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: {tmp_path / 'sweep' / 'seed-1'} and ")
-    assert "seed-1.bak: runs of the same setting and seed 1" in err and "\n" not in err
-    assert not (tmp_path / "sweep" / "table.md").exists()
+    make_run(tmp_path / "sweep" / "seed-2.part", [0.5], seed=2, status=None)  # unfinished
+    assert sslrun("report", str(tmp_path / "sweep")) == 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'sweep' / 'seed-1'} and {tmp_path / 'sweep' / 'seed-1.bak'}" in err
+    assert "the same setting and seed 1; counted once" in err
+    assert "seed 2; counted once (" + str(tmp_path / "sweep" / "seed-2") + ")" in err
+    row = next(csv.DictReader(io.StringIO((tmp_path / "sweep" / "table.csv").read_text())))
+    assert (row["runs"], row["finished"]) == ("2", "2")  # not 4 runs, not 3
+    assert float(row["final_test_acc_mean"]) == pytest.approx((0.985 + 0.9855) / 2)
 
 
 def test_a_report_of_one_run_folder_leaves_the_run_folder_alone(tmp_path, capsys):
@@ -279,7 +283,7 @@ def test_a_report_of_one_run_folder_leaves_the_run_folder_alone(tmp_path, capsys
     before = sorted(os.listdir(run))
     assert sslrun("report", str(run)) == 0
     captured = capsys.readouterr()
-    assert "sslrun report" in captured.out and "tables and figures not written" in captured.err
+    assert "sslrun report" in captured.out and "no table or figure written" in captured.err
     assert sorted(os.listdir(run)) == before
     assert (run / "accuracy.png").read_bytes() == b"the run's own figure"
     assert sslrun("report", str(run), "--out", str(run)) == 2

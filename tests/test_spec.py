@@ -237,3 +237,8 @@ def test_an_integer_is_a_float_and_a_field_may_allow_infinity():
 def test_any_key_and_string_round_trip_through_toml():
     data = {"name": 'a\nb"c\\d\x00', "train": {"#": 0, "a b": 1}, "plugins": {"x.y": {"k": "é"}}}
     assert tomllib.loads(dump_toml(data)) == data
+
+
+def test_every_string_a_recipe_may_hold_writes_back_as_valid_toml():
+    text = 'a\x7fb\x85c\x1b"d\\e\nf'  # DEL, a C1 control, ESC, a quote, a backslash, a newline
+    assert tomllib.loads(dump_toml({"data": {"root": text}}))["data"]["root"] == text

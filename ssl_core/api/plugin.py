@@ -58,6 +58,10 @@ class Plugin:
     order: ClassVar[int] = 500
     Settings: ClassVar[type[PluginSettings]] = PluginSettings
     unsaved: ClassVar[tuple[str, ...]] = ()
+    #: Optional libraries the plugin imports, by import name, with how to install each
+    #: (``{"tensorboard": "pip install 'sslrun[tensorboard]'"}``): a recipe that enables
+    #: the plugin where one is missing is refused when validated, before any folder exists.
+    requires: ClassVar[dict[str, str]] = {}
 
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings

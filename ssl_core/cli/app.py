@@ -22,9 +22,11 @@ from typer.core import TyperArgument
 
 from ssl_core.cli import sweep_commands
 from ssl_core.cli.progress import output_console
+from ssl_core.cli.text import printable
 from ssl_core.engine.active import TRACE_ENV
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.distributed import is_lost_rank
+from ssl_core.engine.outputs import describe
 from ssl_core.errors import SslrunError
 
 app = typer.Typer(
@@ -75,7 +77,7 @@ def _catalogue(trace: bool = False) -> Catalogue:
         os.environ[TRACE_ENV] = "1"
     catalogue = Catalogue.discover()
     for warning in catalogue.warnings:
-        err_console.print(f"warning: {warning}", highlight=False)
+        err_console.print(f"warning: {printable(warning)}", highlight=False, markup=False)
     return catalogue
 
 
@@ -168,13 +170,14 @@ def validate(
         recipe, _catalogue(), overrides, list(disable or []), data_dir
     )
     for warning in warnings:
-        err_console.print(f"warning: {warning}", highlight=False, markup=False)
+        err_console.print(f"warning: {printable(warning)}", highlight=False, markup=False)
     from ssl_core.recipe.spec import dump_toml
 
     console.print(dump_toml(resolved.to_dict()), highlight=False, markup=False, soft_wrap=True)
     err_console.print(
-        f"{recipe}: valid; plugins enabled: {', '.join(resolved.enabled_plugins)}",
+        printable(f"{recipe}: valid; plugins enabled: {', '.join(resolved.enabled_plugins)}"),
         highlight=False,
+        markup=False,
     )
 
 
@@ -266,6 +269,9 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         _fail("interrupted", 130)
+    except OSError as exc:  # a file that cannot be read or written (a full disk): name it
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{describe(exc)}", 1)
     except Exception as exc:  # anything else is still one line, never a traceback
         if hasattr(exc, "format_message"):  # a usage error of the argument parser
             message, code = exc.format_message(), getattr(exc, "exit_code", 2)
@@ -291,7 +297,11 @@ def plain_usage(command: Any) -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    """One line on stderr, no traceback, the exit code that tells what went wrong."""
-    first_line = " ".join(message.split())
+    """One line on stderr, no traceback, the exit code that tells what went wrong.
+
+    The message may quote outside text (a path, a recipe value): it is shown with its
+    control characters escaped (:func:`~ssl_core.cli.text.printable`).
+    """
+    first_line = printable(" ".join(message.split()))
     print(f"error: {first_line}", file=sys.stderr)
     sys.exit(code)

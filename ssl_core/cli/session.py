@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,14 +17,16 @@ from ssl_core.engine.distributed import World
 from ssl_core.engine.launches import now
 from ssl_core.engine.loop import prepare_training, restore_for_evaluation, train
 from ssl_core.engine.outputs import (
+    ACCURACY_NAME,
     METRICS_NAME,
     RECIPE_NAME,
     SUMMARY_NAME,
     atomic_write_text,
     default_run_dir,
+    describe,
 )
 from ssl_core.engine.reporter import Reporter
-from ssl_core.engine.runfolder import claim_for_resume, claim_new, is_plain_file
+from ssl_core.engine.runfolder import claim_for_resume, claim_new
 from ssl_core.engine.scores import scores
 from ssl_core.errors import RecipeError
 from ssl_core.experiments.plots import plot_accuracy
@@ -48,7 +51,7 @@ def run_recipe(
     agree with it (else the command is refused, naming the first key that differs).
     """
     resolved = load_recipe(recipe_path, catalogue, overrides, disable)
-    if resume is not None and is_plain_file(resume / CHECKPOINT_NAME):
+    if resume is not None and (resume / CHECKPOINT_NAME).is_file():
         resolved = continued_recipe(recipe_path, resume, resolved, catalogue, overrides, disable)
     provenance = {"command": command, "recipe_file": str(recipe_path), "overrides": list(overrides)}
     return train_resolved(resolved, catalogue, out, data_dir, resume, quiet, provenance)
@@ -177,12 +180,25 @@ def claim_run_dir(
     return run_dir, False
 
 
-def draw_accuracy(run_dir: Path, resolved: ResolvedRecipe) -> Path:
-    """``accuracy.png``: the run's test accuracy after each epoch."""
+def draw_accuracy(run_dir: Path, resolved: ResolvedRecipe) -> None:
+    """``accuracy.png``: the run's test accuracy after each epoch.
+
+    A drawing of ``metrics.jsonl``, made once the summary says the run finished: a
+    figure that cannot be written is a warning (the run's results are complete, and
+    ``sslrun report`` draws it again), never a failed run.
+    """
     lines = (run_dir / METRICS_NAME).read_text(encoding="utf-8").splitlines()
     curve = [json.loads(line)["test_acc"] for line in lines if line.strip()]
     title = f"{resolved.recipe.data.name}, {resolved.recipe.name} (seed {resolved.recipe.seed})"
-    return plot_accuracy({resolved.recipe.name: [curve]}, run_dir / "accuracy.png", title=title)
+    path = run_dir / ACCURACY_NAME
+    try:
+        plot_accuracy({resolved.recipe.name: [curve]}, path, title=title)
+    except OSError as exc:
+        print(
+            f"warning: {path}: cannot draw the accuracy figure ({describe(exc)});"
+            f" the run finished; sslrun report {run_dir} --out DIR draws it",
+            file=sys.stderr,
+        )
 
 
 def written_files(run_dir: Path) -> list[str]:

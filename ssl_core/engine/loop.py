@@ -108,9 +108,11 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
 
         # Still under the signal handlers: a signal from here on finds the run finished.
         summary = summarize(run, state.history, time.perf_counter() - started)
+        # The summary is written last: "finished" means every artefact of the run's end
+        # is there too; if one fails, a resume (every epoch checkpointed) makes them again.
+        run.plugins.call("sslrun_run_end", run=run, summary=summary)
         if run.out_dir is not None and world.is_main:
             write_summary(run.out_dir / SUMMARY_NAME, summary)
-        run.plugins.call("sslrun_run_end", run=run, summary=summary)
     reporter.finish(summary)
     return summary
 

@@ -5,9 +5,10 @@ rewrites a file only when it can prove it wrote it: one of its own names
 (:data:`OWN_NAMES`) or one of its own temporary files (``.checkpoint.pt.<hex>.tmp``),
 in a folder that it marked as a run folder (:data:`MARKER_NAME`) when it created it.
 A folder it did not create and that is not empty is refused in one line and never
-cleaned; so is anything under one of its names that is not a plain file (a link, a
-folder, a pipe). A run folder written before folders were marked is recognised by its
-checkpoint, and is only ever resumed.
+cleaned. Nothing is written through a link: a lock that is a link or not a plain file
+is refused, and sslrun's files are replaced by a rename, which replaces a link itself,
+never what it points to. A run folder written before folders were marked is
+recognised by its checkpoint, and is only ever resumed.
 
 One process at a time writes a run folder: it holds :class:`RunFolderLock` for the
 whole run.
@@ -87,7 +88,7 @@ def holds_run(folder: Path) -> bool:
 def is_resumable(folder: Path) -> bool:
     """A folder ``sslrun resume`` may take: marked, or an older run folder with a checkpoint."""
     return is_marked(folder) or (
-        is_plain_file(folder / CHECKPOINT_NAME) and is_plain_file(folder / RECIPE_NAME)
+        (folder / CHECKPOINT_NAME).is_file() and (folder / RECIPE_NAME).is_file()
     )
 
 
@@ -129,7 +130,7 @@ def claim_for_resume(folder: Path, held: ExitStack) -> bool:
     if not is_resumable(folder):
         raise RecipeError(f"{folder}: no {CHECKPOINT_NAME} there to resume from")
     held.enter_context(RunFolderLock(folder))
-    if is_plain_file(folder / CHECKPOINT_NAME):
+    if (folder / CHECKPOINT_NAME).is_file():  # a link to one is read, and replaced by a file
         return True
     if holds_run(folder):
         raise RecipeError(f"{folder}: no {CHECKPOINT_NAME} there to resume from")

@@ -186,7 +186,7 @@ def folder_state(folder: Path, recipe: ResolvedRecipe) -> str:
             raise RecipeError(f"{summary}: not a JSON object; remove the folder to rerun") from None
         if status == "finished":
             return "finished"
-    if is_plain_file(folder / CHECKPOINT_NAME):
+    if (folder / CHECKPOINT_NAME).is_file():
         return "resume"
     if is_marked(folder) and not holds_run(folder):  # a start that died before a checkpoint
         return "restart"

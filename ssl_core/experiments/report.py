@@ -108,29 +108,51 @@ def read_recipe(folder: Path) -> dict[str, Any]:
 def read_run(folder: Path) -> RunRecord:
     """Read a run folder's recipe seed, metrics.jsonl and summary.json (if any).
 
-    Epochs are numbered from 1 (an older version's metrics.jsonl counted from 0).
+    Epochs are numbered from 1 (an older version's metrics.jsonl counted from 0). What
+    a folder holds may be damaged: anything but epoch records with a test accuracy and
+    a summary object (with its numbers, if finished) is a :class:`DataError`.
     """
     seed = read_recipe(folder).get("seed")
     history: list[dict[str, Any]] = []
     metrics = folder / METRICS_NAME
     if metrics.exists():
-        for number, line in enumerate(metrics.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(_text(metrics).splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                history.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 raise DataError(f"{metrics}:{number}: not a JSON object") from None
+            if not isinstance(record, dict) or not _is_number(record.get("test_acc")):
+                raise DataError(f"{metrics}:{number}: not an epoch record with a test_acc")
+            history.append(record)
     summary: dict[str, Any] = {}
     summary_path = folder / SUMMARY_NAME
     if summary_path.exists():
         try:
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            summary = json.loads(_text(summary_path))
         except json.JSONDecodeError:
             raise DataError(f"{summary_path}: not a JSON object") from None
+        if not isinstance(summary, dict):
+            raise DataError(f"{summary_path}: not a JSON object")
     status = str(summary.get("status", "finished")) if summary else "unfinished"
+    if status == "finished":
+        for key in ("final_test_acc", "best_test_acc", "seconds_per_epoch"):
+            if summary and not _is_number(summary.get(key)):
+                raise DataError(f"{summary_path}: {key} is not a number")
     seed = seed if isinstance(seed, int) else None
     return RunRecord(folder, seed, status, numbered_from_one(history), summary)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: unreadable ({exc})") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def find_run_folders(paths: Sequence[Path]) -> list[Path]:
@@ -155,14 +177,15 @@ def group_folders(
     """Group run folders whose resolved recipes differ only by seed; label each group.
 
     A damaged folder (an unreadable recipe, a metrics line that is not JSON) is left
-    out with a one-line warning to ``warn``; the others are still reported. Two folders
-    of the same setting and seed (a copy of a run folder) would count one run twice:
-    they are refused, naming both.
+    out with a one-line warning to ``warn``; the others are still reported. Folders of
+    the same setting and seed (a copy of a run folder, or the same run in two sweeps)
+    are one run: it is counted once (a finished one first, else the first found), and
+    ``warn`` names both folders.
     """
     keys: list[str] = []
     recipes: list[dict[str, Any]] = []
     members: list[list[RunRecord]] = []
-    seen: dict[tuple[str, int | None], Path] = {}
+    seen: dict[tuple[str, int | None], RunRecord] = {}
     for folder in folders:
         try:
             recipe = setting_of(read_recipe(folder))
@@ -173,12 +196,18 @@ def group_folders(
             warn(f"{exc}; {folder} left out of the report")
             continue
         key = json.dumps(recipe, sort_keys=True)
-        twin = seen.setdefault((key, record.seed), folder)
-        if twin != folder:
-            raise RecipeError(
-                f"{twin} and {folder}: runs of the same setting and seed {record.seed};"
-                " a copy would count twice: report one of them"
-            )
+        twin = seen.setdefault((key, record.seed), record)
+        if twin is not record:
+            kept = record if record.finished and not twin.finished else twin
+            if warn is not None:
+                warn(
+                    f"{twin.folder} and {folder}: the same setting and seed {record.seed};"
+                    f" counted once ({kept.folder})"
+                )
+            if kept is record:
+                runs = members[keys.index(key)]
+                runs[runs.index(twin)] = seen[(key, record.seed)] = record
+            continue
         if key not in keys:
             keys.append(key)
             recipes.append(recipe)

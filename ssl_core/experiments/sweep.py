@@ -42,7 +42,12 @@ class SweepResult:
 
     @property
     def failed(self) -> list[Outcome]:
-        return [outcome for outcome in self.outcomes if not outcome.ok]
+        return [outcome for outcome in self.outcomes if outcome.failed]
+
+    @property
+    def elsewhere(self) -> list[Outcome]:
+        """Runs skipped because another live process (another sweep) was training them."""
+        return [outcome for outcome in self.outcomes if outcome.elsewhere]
 
 
 def run_sweep(
@@ -78,8 +83,11 @@ def run_sweep(
 
 
 def collect_groups(plan: Plan, outcomes: Sequence[Outcome]) -> list[Group]:
-    """Read every run folder back; a child that exited non-zero is marked failed."""
-    failures = {outcome.run.folder: outcome for outcome in outcomes if not outcome.ok}
+    """Read every run folder back; a child that failed is marked so.
+
+    A run another live sweep holds is not a failure: its folder says how far it got.
+    """
+    failures = {outcome.run.folder: outcome for outcome in outcomes if outcome.failed}
     groups = [Group(label, []) for label in plan.labels]
     for run in plan.runs:
         if (run.folder / RECIPE_NAME).is_file():

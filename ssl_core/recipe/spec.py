@@ -9,7 +9,9 @@ Every error is one line naming the file and the dotted key path.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
+import os
 import re
 import tomllib
 from collections.abc import Collection, Sequence
@@ -218,9 +220,15 @@ class ResolvedRecipe:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file as a dict; anything else (too big, not text, not TOML) a one-line error."""
+    """A TOML file as a dict; anything else (too big, not text, not TOML) a one-line error.
+
+    Opened without blocking, so a named pipe nobody writes to reads as empty rather
+    than hanging the command (a pipe that is written to, ``<(...)``, is read as usual).
+    """
     try:
-        with path.open("rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            os.set_blocking(fd, True)
             data = handle.read(MAX_RECIPE_BYTES + 1)
     except FileNotFoundError:
         raise RecipeError(f"{path}: recipe file not found") from None
@@ -301,6 +309,7 @@ def validate_recipe(raw: dict[str, Any], catalogue: Components, source: str) -> 
         )
 
     _check_some_loss(plugin_settings, catalogue, source)
+    _check_requirements(plugin_settings, catalogue, source)
     data_settings = _provider_settings(catalogue.datasets, "data", recipe.data, DataSpec, source)
     model_settings = _provider_settings(catalogue.models, "model", recipe.model, ModelSpec, source)
     return ResolvedRecipe(recipe, plugin_settings, data_settings, model_settings, source, catalogue)
@@ -318,6 +327,27 @@ def _check_some_loss(
         " enable one, e.g. [plugins.supervised]"
     )
     raise RecipeError(f"{source}: plugins: {detail}", "plugins", detail)
+
+
+def _check_requirements(
+    plugin_settings: dict[str, PluginSettings], catalogue: Components, source: str
+) -> None:
+    """Refuse an enabled plugin whose optional libraries are not installed (``requires``)."""
+    for name, settings in plugin_settings.items():
+        if not settings.enabled:
+            continue
+        for module, install in catalogue.plugins[name].requires.items():
+            if not importable(module):
+                detail = f"needs the package {module}, which is not installed ({install})"
+                raise RecipeError(f"{source}: plugins.{name}: {detail}", f"plugins.{name}", detail)
+
+
+def importable(module: str) -> bool:
+    """Whether ``module`` can be imported here (found without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def gives_loss(plugin: type[Plugin]) -> bool:
@@ -473,6 +503,8 @@ def merge_table(table: dict[str, Any], changes: dict[str, Any]) -> None:
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+#: The one control character JSON leaves as it is and TOML refuses in a string.
+_DELETE = re.compile("\x7f")
 
 # --- writing --------------------------------------------------------------------------
 
@@ -506,7 +538,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):  # JSON's escapes are TOML's: quotes, backslashes, newlines
-        return json.dumps(value, ensure_ascii=False)
+        return _DELETE.sub(r"\\u007f", json.dumps(value, ensure_ascii=False))
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
