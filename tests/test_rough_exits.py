@@ -22,6 +22,8 @@ from typing import ClassVar
 import pytest
 
 from ssl_core import Plugin, hookimpl
+from ssl_core.cli import app as cli
+from ssl_core.engine.catalogue import PluginModule
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ssl_core.engine.outputs import MetricsLog
 from ssl_core.engine.run import Run
@@ -29,7 +31,7 @@ from ssl_core.engine.runfolder import claim_new
 from ssl_core.errors import RecipeError, TrainingError
 from ssl_core.experiments.folders import plan_sweep
 from ssl_core.experiments.grid import SweepSpec, parse_seeds
-from ssl_core.experiments.report import group_folders
+from ssl_core.experiments.report import find_run_folders, group_folders
 from ssl_core.experiments.sweep import run_sweep
 from ssl_core.recipe.spec import dump_toml
 from ssl_core.testing import InterruptAt, catalogue_with, tiny_recipe, train_recipe
@@ -255,18 +257,40 @@ def test_validate_refuses_a_recipe_that_cannot_train(sslrun, tmp_path):
 
 
 def test_a_report_does_not_follow_a_link_loop_and_leaves_damaged_runs_out(tmp_path):
-    for seed in (1, 2, 3):
+    for seed in (1, 2, 3, 4):
         train_recipe(tiny_recipe(seed=seed, train={"epochs": 1}), tmp_path / f"seed-{seed}")
     (tmp_path / "seed-1" / "loop").symlink_to(tmp_path, target_is_directory=True)
     (tmp_path / "seed-2" / "summary.json").write_text("[1, 2]")
     (tmp_path / "seed-3" / "metrics.jsonl").write_text("3\n")
+    (tmp_path / "seed-4" / "summary.json").unlink()
+    os.mkfifo(tmp_path / "seed-4" / "summary.json")  # nobody writes: reading it would hang
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "pipe-folder").mkdir()
+    os.mkfifo(tmp_path / "pipe-folder" / "recipe.toml")
     warnings: list[str] = []
-    from ssl_core.experiments.report import find_run_folders
-
     groups = group_folders(find_run_folders([tmp_path]), warnings.append)
     assert [run.folder.name for group in groups for run in group.runs] == ["seed-1"]
-    assert len(warnings) == 2 and "summary.json: not a JSON object" in warnings[0]
+    assert len(warnings) == 3 and "summary.json: not a JSON object" in warnings[0]
     assert "metrics.jsonl:1: not an epoch record" in warnings[1]
+    assert "seed-4/summary.json: unreadable (not a plain file)" in warnings[2]
+
+
+def test_metrics_that_are_a_pipe_fail_in_one_line_without_hanging(tmp_path):
+    os.mkfifo(tmp_path / "metrics.jsonl")
+    with pytest.raises(TrainingError, match=r"metrics.jsonl: cannot append metrics \(no such"):
+        MetricsLog(tmp_path / "metrics.jsonl").append({"epoch": 1, "test_acc": 0.5})
+
+
+def test_a_broken_plugins_message_is_shown_as_text_not_markup(catalogue, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_catalogue", lambda trace=False: catalogue)
+    catalogue.modules.append(
+        PluginModule("odd = odd_plugin", "odd", "1.0", error="ImportError: [/bold] \x1b[2J")
+    )
+    try:
+        assert cli.main(["plugins"]) == 0
+    finally:
+        catalogue.modules.pop()
+    assert "ImportError: [/bold] \\x1b[2J" in capsys.readouterr().out
 
 
 # --- concurrency ------------------------------------------------------------------------

@@ -240,5 +240,7 @@ def test_any_key_and_string_round_trip_through_toml():
 
 
 def test_every_string_a_recipe_may_hold_writes_back_as_valid_toml():
-    text = 'a\x7fb\x85c\x1b"d\\e\nf'  # DEL, a C1 control, ESC, a quote, a backslash, a newline
-    assert tomllib.loads(dump_toml({"data": {"root": text}}))["data"]["root"] == text
+    text = 'a\x7fb\x85c\x1b"d\\e\nf\u202eg'  # DEL, C1, ESC, quote, backslash, newline, RTL
+    written = dump_toml({"data": {"root": text}})
+    assert tomllib.loads(written)["data"]["root"] == text
+    assert all(line.isprintable() for line in written.splitlines())  # nothing a terminal acts on

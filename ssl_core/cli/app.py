@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperArgument
 
 from ssl_core.cli import sweep_commands
@@ -215,13 +216,20 @@ def plugins() -> None:
         for name in registry.names():
             package = registry.sources[name].split(" ")[0]
             hooks = ", ".join(h.removeprefix("sslrun_") for h in implemented_hooks(registry[name]))
-            table.add_row(kind, name, package, versions.get(package, "-"), hooks)
+            table.add_row(*plain(kind, name, package, versions.get(package, "-"), hooks))
     for module in catalogue.modules:
         if module.error:
             table.add_row(
-                "broken", module.entry_point, module.distribution, module.version, module.error
+                *plain(
+                    "broken", module.entry_point, module.distribution, module.version, module.error
+                )
             )
     console.print(table)
+
+
+def plain(*cells: str) -> list[Text]:
+    """Table cells shown as they are: a third-party package's text is no markup."""
+    return [Text(printable(cell)) for cell in cells]
 
 
 def implemented_hooks(component: type) -> list[str]:

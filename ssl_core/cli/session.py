@@ -24,6 +24,7 @@ from ssl_core.engine.outputs import (
     atomic_write_text,
     default_run_dir,
     describe,
+    read_run_file,
 )
 from ssl_core.engine.reporter import Reporter
 from ssl_core.engine.runfolder import claim_for_resume, claim_new
@@ -105,7 +106,7 @@ def resume_run(
 def finished_summary(run_dir: Path) -> dict[str, Any] | None:
     """The run folder's summary when it says the run finished, else ``None``."""
     try:
-        summary = json.loads((run_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
+        summary = json.loads(read_run_file(run_dir / SUMMARY_NAME))
     except (OSError, ValueError):
         return None
     return summary if isinstance(summary, dict) and summary.get("status") == "finished" else None

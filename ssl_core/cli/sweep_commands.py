@@ -34,7 +34,7 @@ from rich.text import Text
 from ssl_core.api.launcher import INTERRUPTED_EXIT
 from ssl_core.cli.progress import output_console
 from ssl_core.cli.text import printable
-from ssl_core.engine.outputs import SUMMARY_NAME
+from ssl_core.engine.outputs import SUMMARY_NAME, read_run_file
 from ssl_core.errors import RecipeError, SslrunError, TrainingError
 from ssl_core.experiments.folders import Plan, PlannedRun
 from ssl_core.experiments.grid import spec_from_command_line
@@ -282,7 +282,7 @@ class RichSweepWatcher(SweepWatcher):
 def final_accuracy(folder: Path) -> str:
     """``test acc 98.12%`` from a run folder's summary, which may be damaged or missing."""
     try:
-        accuracy = json.loads((folder / SUMMARY_NAME).read_text(encoding="utf-8"))["final_test_acc"]
+        accuracy = json.loads(read_run_file(folder / SUMMARY_NAME))["final_test_acc"]
         return f"test acc {100 * float(accuracy):.2f}%"
     except (OSError, ValueError, TypeError, KeyError):
         return "finished (no readable summary)"

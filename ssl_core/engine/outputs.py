@@ -15,6 +15,7 @@ import json
 import math
 import os
 import secrets
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,20 @@ def file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def read_run_file(path: Path) -> str:
+    """A text file of a run folder as read back, which may be damaged: a plain file only.
+
+    Opened without blocking, so a pipe, a device or a folder under a run file's name
+    raises ``OSError`` at once instead of hanging the command or reading without end.
+    Text that is not UTF-8 raises ``UnicodeDecodeError`` (a ``ValueError``).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a plain file", str(path))
+        return handle.read().decode("utf-8")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -106,17 +121,20 @@ class MetricsLog:
     def append(self, record: dict[str, Any]) -> None:
         """Append one line, fsync'ed; a failed append is cut back to the last whole line.
 
-        The file is opened without following a link, so a ``metrics.jsonl`` that points
-        elsewhere is never written through.
+        The file is opened without following a link or blocking, so a ``metrics.jsonl``
+        that points elsewhere is never written through, and a pipe never hangs the run.
         """
         line = json_line(record).encode("utf-8")
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            fd = os.open(self.path, flags, file_mode())
+            fd = os.open(self.path, flags | os.O_CLOEXEC, file_mode())
         except OSError as exc:
             raise TrainingError(f"{self.path}: cannot append metrics ({describe(exc)})") from None
         try:
-            size = os.fstat(fd).st_size
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise TrainingError(f"{self.path}: not a plain file; cannot append metrics")
+            size = info.st_size
             try:
                 rest = memoryview(line)
                 while rest:  # a short write is retried: the retry reports the disk full

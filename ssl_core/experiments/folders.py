@@ -19,7 +19,7 @@ from typing import Any
 from ssl_core.api.launcher import Launcher, LauncherSettings, RunJob
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME
-from ssl_core.engine.outputs import RECIPE_NAME, SUMMARY_NAME, atomic_write_text
+from ssl_core.engine.outputs import RECIPE_NAME, SUMMARY_NAME, atomic_write_text, read_run_file
 from ssl_core.engine.runfolder import holds_run, is_marked, is_plain_file
 from ssl_core.errors import RecipeError
 from ssl_core.experiments.grid import Setting, SweepSpec, expand, slug, toml_literal
@@ -181,7 +181,7 @@ def folder_state(folder: Path, recipe: ResolvedRecipe) -> str:
     summary = folder / SUMMARY_NAME
     if summary.is_file():
         try:
-            status = json.loads(summary.read_text(encoding="utf-8")).get("status")
+            status = json.loads(read_run_file(summary)).get("status")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             raise RecipeError(f"{summary}: not a JSON object; remove the folder to rerun") from None
         if status == "finished":

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from ssl_core.engine.checkpoint import numbered_from_one
-from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME, SUMMARY_NAME, atomic_write_text
+from ssl_core.engine.outputs import (
+    METRICS_NAME,
+    RECIPE_NAME,
+    SUMMARY_NAME,
+    atomic_write_text,
+    describe,
+    read_run_file,
+)
 from ssl_core.errors import DataError, RecipeError
 from ssl_core.experiments.report_folder import claim_report_folder
 from ssl_core.recipe.spec import flatten
@@ -98,7 +105,7 @@ class Row:
 def read_recipe(folder: Path) -> dict[str, Any]:
     path = folder / RECIPE_NAME
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(read_run_file(path))
     except FileNotFoundError:
         raise RecipeError(f"{folder}: no {RECIPE_NAME} (is this a run folder?)") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -146,9 +153,10 @@ def read_run(folder: Path) -> RunRecord:
 
 def _text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_run_file(path)
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: unreadable ({exc})") from None
+        reason = describe(exc) if isinstance(exc, OSError) else "not UTF-8 text"
+        raise DataError(f"{path}: unreadable ({reason})") from None
 
 
 def _is_number(value: Any) -> bool:
@@ -163,8 +171,8 @@ def find_run_folders(paths: Sequence[Path]) -> list[Path]:
             raise RecipeError(f"{path}: not a folder")
         if (path / RECIPE_NAME).is_file():
             below = [path]
-        else:
-            below = sorted(p.parent for p in path.rglob(RECIPE_NAME))
+        else:  # links to folders are not followed: a loop cannot trap the search
+            below = sorted(p.parent for p in path.rglob(RECIPE_NAME) if p.is_file())
         if not below:
             raise RecipeError(f"{path}: no run folders (with {RECIPE_NAME}) in it")
         found += [p for p in below if p not in found]

@@ -503,8 +503,14 @@ def merge_table(table: dict[str, Any], changes: dict[str, Any]) -> None:
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-#: The one control character JSON leaves as it is and TOML refuses in a string.
-_DELETE = re.compile("\x7f")
+#: Characters JSON leaves as they are: DEL (which TOML refuses in a string), the C1
+#: controls and Unicode's invisible marks (which a terminal showing the file acts on).
+_RAW_CONTROLS = re.compile("[\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _unicode_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match[0]):04x}"
+
 
 # --- writing --------------------------------------------------------------------------
 
@@ -538,7 +544,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):  # JSON's escapes are TOML's: quotes, backslashes, newlines
-        return _DELETE.sub(r"\\u007f", json.dumps(value, ensure_ascii=False))
+        return _RAW_CONTROLS.sub(_unicode_escape, json.dumps(value, ensure_ascii=False))
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
