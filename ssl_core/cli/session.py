@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_core.cli.progress import RichReporter
+from ssl_core.cli.text import printable
 from ssl_core.engine.build import build_run
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME
@@ -195,11 +196,11 @@ def draw_accuracy(run_dir: Path, resolved: ResolvedRecipe) -> None:
     try:
         plot_accuracy({resolved.recipe.name: [curve]}, path, title=title)
     except OSError as exc:
-        print(
-            f"warning: {path}: cannot draw the accuracy figure ({describe(exc)});"
-            f" the run finished; sslrun report {run_dir} --out DIR draws it",
-            file=sys.stderr,
+        warning = (
+            f"{path}: cannot draw the accuracy figure ({describe(exc)});"
+            f" the run finished; sslrun report {run_dir} --out DIR draws it"
         )
+        print(f"warning: {printable(warning)}", file=sys.stderr)
 
 
 def written_files(run_dir: Path) -> list[str]:
