@@ -17,14 +17,39 @@ change between versions; docs/architecture.md draws the layers.
 
 from __future__ import annotations
 
-from ssl_core.api.plugin import Plugin, PluginSettings, hookimpl
-from ssl_core.api.providers import DatasetProvider, ImageDataset, ModelProvider, ProviderSettings
-from ssl_core.engine.bn import frozen_bn_stats
-from ssl_core.engine.context import BatchContext
-from ssl_core.engine.precision import full_precision
-from ssl_core.engine.run import Run
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ssl_core.api.plugin import Plugin, PluginSettings, hookimpl
+    from ssl_core.api.providers import (
+        DatasetProvider,
+        ImageDataset,
+        ModelProvider,
+        ProviderSettings,
+    )
+    from ssl_core.engine.bn import frozen_bn_stats
+    from ssl_core.engine.context import BatchContext
+    from ssl_core.engine.precision import full_precision
+    from ssl_core.engine.run import Run
 
 __version__ = "0.1.0"
+
+#: Where each public name lives. They are imported on first use, so that importing
+#: ``ssl_core`` (as the ``sslrun`` command does first) does not import torch.
+_PUBLIC = {
+    "BatchContext": "ssl_core.engine.context",
+    "DatasetProvider": "ssl_core.api.providers",
+    "ImageDataset": "ssl_core.api.providers",
+    "ModelProvider": "ssl_core.api.providers",
+    "Plugin": "ssl_core.api.plugin",
+    "PluginSettings": "ssl_core.api.plugin",
+    "ProviderSettings": "ssl_core.api.providers",
+    "Run": "ssl_core.engine.run",
+    "frozen_bn_stats": "ssl_core.engine.bn",
+    "full_precision": "ssl_core.engine.precision",
+    "hookimpl": "ssl_core.api.plugin",
+}
 
 __all__ = [
     "BatchContext",
@@ -40,3 +65,13 @@ __all__ = [
     "full_precision",
     "hookimpl",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module when it is first asked for (PEP 562)."""
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ssl_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,6 +1,6 @@
 """``python -m ssl_core`` is the ``sslrun`` command; sweeps start their runs this way."""
 
-from ssl_core.cli.app import main
+from ssl_core.cli.entry import main
 
 if __name__ == "__main__":
     main()

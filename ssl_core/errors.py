@@ -30,6 +30,16 @@ class DataError(SslrunError):
     exit_code = 2
 
 
+class FolderInUse(SslrunError):
+    """Another live process writes the run folder (exit 75, EX_TEMPFAIL: try again later).
+
+    Its own exit code, so that a sweep tells a run that another sweep is training from a
+    run that failed.
+    """
+
+    exit_code = 75
+
+
 class TrainingError(SslrunError):
     """Training failed: a plugin raised, a loss went non-finite, I/O failed (exit 1)."""
 

@@ -36,6 +36,7 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     assert sslrun(str(write_recipe(tmp_path)), "--out", str(out), "--quiet") == 0
     assert sorted(p.name for p in out.iterdir()) == [
         ".lock",  # held while a process writes the folder (docs/reliability.md)
+        ".sslrun-run",  # marks the folder as sslrun's: it rewrites only its own files
         "accuracy.png",
         "checkpoint.pt",
         "metrics.jsonl",

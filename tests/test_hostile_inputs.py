@@ -213,7 +213,7 @@ def test_an_existing_run_folder_is_refused_and_untouched(sslrun, tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("my notes")
     code, err = sslrun(str(write_recipe(tmp_path)), "--out", str(out), "--quiet")
-    assert code == 2 and "already holds a run" in one_error_line(err)
+    assert code == 2 and "not empty (notes.txt) and not a run folder" in one_error_line(err)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert (out / "notes.txt").read_text() == "my notes"
 
@@ -223,7 +223,7 @@ def test_resume_of_a_folder_without_checkpoint_exits_2(sslrun, tmp_path):
     (tmp_path / "notes" / "notes.txt").write_text("mine")
     code, err = sslrun(str(write_recipe(tmp_path)), "--resume", str(tmp_path / "notes"))
     assert code == 2 and "no checkpoint.pt there to resume from" in one_error_line(err)
-    assert [p.name for p in (tmp_path / "notes").iterdir() if p.name != ".lock"] == ["notes.txt"]
+    assert [p.name for p in (tmp_path / "notes").iterdir()] == ["notes.txt"]
 
 
 # --- failures during training keep what was written -----------------------------------

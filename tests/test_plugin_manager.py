@@ -16,7 +16,7 @@ from ssl_core.engine.active import order_plugins
 from ssl_core.engine.build import build_run
 from ssl_core.engine.catalogue import NO_THIRD_PARTY_ENV, Catalogue
 from ssl_core.engine.loop import train
-from ssl_core.errors import TrainingError
+from ssl_core.errors import RecipeError, TrainingError
 from ssl_core.recipe.spec import validate_recipe
 
 from .conftest import tiny_recipe
@@ -251,9 +251,29 @@ def test_a_raising_plugin_is_named():
         run_with(catalogue, plugins={"supervised": {}, "broken": {}})
 
 
-def test_no_loss_terms_is_an_error(catalogue):
+class ReturnsNoTerms(Plugin):
+    """Implements the loss hook, yet returns nothing (as a plugin with a bug might)."""
+
+    name: ClassVar[str] = "returns_no_terms"
+
+    @hookimpl
+    def sslrun_collect_losses(self) -> dict[str, torch.Tensor]:
+        return {}
+
+
+def test_a_recipe_without_a_loss_plugin_is_refused_when_validated(catalogue):
+    with pytest.raises(
+        RecipeError, match=r"plugins: no enabled plugin gives a loss term \(enabled: none\)"
+    ):
+        validate_recipe(
+            tiny_recipe(plugins={"supervised": {"enabled": False}}), catalogue, "t.toml"
+        )
+
+
+def test_no_loss_terms_is_an_error():
+    catalogue = Catalogue.discover(extra_modules=[plugin_module(ReturnsNoTerms)])
     with pytest.raises(TrainingError, match="no enabled plugin returned a loss term"):
-        run_with(catalogue, plugins={"supervised": {"enabled": False}})
+        run_with(catalogue, plugins={"returns_no_terms": {}})
 
 
 def test_trace_switch_prints_hook_calls(recorder_catalogue, monkeypatch, capsys):

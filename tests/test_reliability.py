@@ -9,10 +9,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,8 +23,8 @@ import pytest
 from ssl_core import Plugin, hookimpl
 from ssl_core.engine import distributed, outputs
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME
-from ssl_core.engine.outputs import RunFolderLock, create_run_dir
-from ssl_core.errors import RecipeError, TrainingError
+from ssl_core.engine.runfolder import RunFolderLock, claim_new, mark
+from ssl_core.errors import FolderInUse, RecipeError, TrainingError
 from ssl_core.experiments.folders import folder_state
 from ssl_core.experiments.report import group_folders
 from ssl_core.recipe.spec import dump_toml, load_recipe
@@ -84,10 +86,10 @@ def recipe_file(tmp_path: Path, **sections) -> Path:
 
 def test_a_second_writer_is_refused_naming_the_holder(sslrun, tmp_path):
     folder = tmp_path / "run"
-    folder.mkdir()
+    train_recipe(tiny_recipe(train={"epochs": 1}), folder)
     with RunFolderLock(folder):
-        code, err = sslrun(str(recipe_file(tmp_path)), "--resume", str(folder))
-    assert code == 2
+        code, err = sslrun("resume", str(folder), "--set", "train.epochs=2")
+    assert code == 75  # in use: a sweep tells it from a failure
     assert f"{folder}: in use by process {os.getpid()}" in error_line(err)
 
 
@@ -99,7 +101,7 @@ def test_the_lock_is_released_when_its_holder_dies(tmp_path):
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path;"
-            " from ssl_core.engine.outputs import RunFolderLock;"
+            " from ssl_core.engine.runfolder import RunFolderLock;"
             f" lock = RunFolderLock(Path({str(folder)!r})).__enter__();"
             " print('held', flush=True); time.sleep(60)",
         ],
@@ -107,7 +109,7 @@ def test_the_lock_is_released_when_its_holder_dies(tmp_path):
         text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    with pytest.raises(RecipeError, match=f"in use by process {holder.pid}"):
+    with pytest.raises(FolderInUse, match=f"in use by process {holder.pid}"):
         RunFolderLock(folder).__enter__()
     holder.kill()
     holder.wait()
@@ -118,9 +120,10 @@ def test_the_lock_is_released_when_its_holder_dies(tmp_path):
 def test_a_folder_holding_a_run_is_never_created_over(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
-    (folder / "metrics.jsonl").write_text("{}\n")
-    with pytest.raises(RecipeError, match="already holds a run"):
-        create_run_dir(folder)
+    (folder / "checkpoint.pt").write_bytes(b"a run's")
+    with ExitStack() as held, pytest.raises(RecipeError, match="already holds a run"):
+        claim_new(folder, held)
+    assert [path.name for path in folder.iterdir()] == ["checkpoint.pt"]
 
 
 # --- failed starts -----------------------------------------------------------------------
@@ -131,11 +134,12 @@ def test_a_start_that_failed_leaves_a_folder_the_retry_takes_over(sslrun, tmp_pa
     failing = recipe_file(tmp_path, plugins={"supervised": {}, "fails_in_setup": {}})
     code, err = sslrun(str(failing), "--out", str(out), "--quiet")
     assert code == 1 and "fails_in_setup" in error_line(err)
-    (out / ".checkpoint.pt.abc123").write_bytes(b"half a checkpoint")  # a killed writer's
+    leftover = out / ".checkpoint.pt.0123456789abcdef.tmp"
+    leftover.write_bytes(b"half a checkpoint")  # a killed writer's
     corrected = recipe_file(tmp_path)
     code, err = sslrun(str(corrected), "--out", str(out), "--quiet")
     assert code == 0, err
-    assert not (out / ".checkpoint.pt.abc123").exists()
+    assert not leftover.exists()
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
 
 
@@ -152,9 +156,10 @@ def test_resume_of_a_failed_start_trains_from_the_beginning(sslrun, tmp_path):
 def test_a_sweep_retries_a_folder_left_with_half_written_files(tmp_path, catalogue):
     folder = tmp_path / "run"
     folder.mkdir()
+    mark(folder)  # as sslrun marks a folder it creates
     resolved = load_recipe(recipe_file(tmp_path), catalogue)
     (folder / "recipe.toml").write_text(dump_toml(resolved.to_dict()))
-    (folder / ".checkpoint.pt.xyz").write_bytes(b"partial")
+    (folder / ".checkpoint.pt.0123456789abcdef.tmp").write_bytes(b"partial")
     (folder / ".lock").write_text("123\n")
     assert folder_state(folder, resolved) == "restart"
 
@@ -344,3 +349,12 @@ def test_a_lost_rank_inside_a_plugin_is_reported_as_such(tmp_path):
     recipe = tiny_recipe(plugins={"supervised": {}, "loses_contact": {}})
     with pytest.raises(TrainingError, match="lost contact with another process during"):
         train_recipe(recipe, tmp_path / "run", LosesContact)
+
+
+def test_every_test_the_fault_table_names_exists():
+    text = (Path(__file__).parent.parent / "docs" / "reliability.md").read_text()
+    named = re.findall(r"`tests/(test_\w+)\.py::(test_\w+)`", text)
+    assert len(named) >= 30
+    for module, name in named:
+        source = (Path(__file__).parent / f"{module}.py").read_text()
+        assert f"def {name}(" in source, f"docs/reliability.md names {module}::{name}"

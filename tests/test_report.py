@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -255,3 +257,63 @@ def test_an_older_run_numbered_from_zero_is_read_from_one(tmp_path):
     record = read_run(folder)
     assert [r["epoch"] for r in record.history] == [1, 2, 3]
     assert epochs_to_target(record.accuracy_curve, 0.7) == 2
+
+
+# --- what a report may count and where it may write ------------------------------------
+
+
+def test_a_copied_run_folder_counts_once_with_a_warning_naming_both(tmp_path, capsys):
+    make_run(tmp_path / "sweep" / "seed-1", [0.98, 0.985], seed=1)
+    make_run(tmp_path / "sweep" / "seed-2", [0.98, 0.9855], seed=2)
+    shutil.copytree(tmp_path / "sweep" / "seed-1", tmp_path / "sweep" / "seed-1.bak")
+    make_run(tmp_path / "sweep" / "seed-2.part", [0.5], seed=2, status=None)  # unfinished
+    assert sslrun("report", str(tmp_path / "sweep")) == 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'sweep' / 'seed-1'} and {tmp_path / 'sweep' / 'seed-1.bak'}" in err
+    assert "the same setting and seed 1; counted once" in err
+    assert "seed 2; counted once (" + str(tmp_path / "sweep" / "seed-2") + ")" in err
+    row = next(csv.DictReader(io.StringIO((tmp_path / "sweep" / "table.csv").read_text())))
+    assert (row["runs"], row["finished"]) == ("2", "2")  # not 4 runs, not 3
+    assert float(row["final_test_acc_mean"]) == pytest.approx((0.985 + 0.9855) / 2)
+
+
+def test_a_report_of_one_run_folder_leaves_the_run_folder_alone(tmp_path, capsys):
+    run = make_run(tmp_path / "run", [0.5, 0.9])
+    (run / "accuracy.png").write_bytes(b"the run's own figure")
+    before = sorted(os.listdir(run))
+    assert sslrun("report", str(run)) == 0
+    captured = capsys.readouterr()
+    assert "sslrun report" in captured.out and "no table or figure written" in captured.err
+    assert sorted(os.listdir(run)) == before
+    assert (run / "accuracy.png").read_bytes() == b"the run's own figure"
+    assert sslrun("report", str(run), "--out", str(run)) == 2
+    assert "a run folder; a report never writes into one" in capsys.readouterr().err
+    assert sorted(os.listdir(run)) == before
+
+
+def test_a_report_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
+    _rows(tmp_path)
+    (tmp_path / "accuracy.png").write_bytes(b"my own figure")
+    assert sslrun("report", str(tmp_path)) == 2
+    assert "accuracy.png: not written by sslrun" in capsys.readouterr().err
+    assert (tmp_path / "accuracy.png").read_bytes() == b"my own figure"
+    assert not (tmp_path / "table.md").exists()
+    (tmp_path / "accuracy.png").unlink()
+    assert sslrun("report", str(tmp_path)) == 0
+    assert sslrun("report", str(tmp_path)) == 0  # its own files it replaces
+
+
+def test_a_report_killed_while_drawing_leaves_the_previous_figure_whole(tmp_path, monkeypatch):
+    _rows(tmp_path)
+    assert sslrun("report", str(tmp_path)) == 0
+    good = (tmp_path / "accuracy.png").read_bytes()
+
+    def killed(fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", killed)
+    make_run(tmp_path / "c" / "s1", [0.1, 0.2], seed=1, lr=0.03)
+    assert sslrun("report", str(tmp_path)) == 130
+    monkeypatch.undo()
+    assert (tmp_path / "accuracy.png").read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -19,12 +19,12 @@ import torch
 
 from ssl_core import hookimpl
 from ssl_core.api.plugin import Plugin, PluginSettings
-from ssl_core.cli.session import run_recipe
+from ssl_core.cli.session import resume_run, run_recipe
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, write_checkpoint_file
 from ssl_core.engine.context import BatchContext
 from ssl_core.engine.run import Run
-from ssl_core.errors import TrainingError, TrainingInterrupted
+from ssl_core.errors import RecipeError, TrainingError, TrainingInterrupted
 from ssl_core.recipe.spec import dump_toml
 
 from .conftest import tiny_recipe
@@ -228,8 +228,11 @@ def test_resume_with_another_recipe_is_refused(catalogue, tmp_path):
     train(catalogue, write_recipe(tmp_path, "a", plugins={"supervised": {}}), out)
     killed_before_its_summary(out)
     other = write_recipe(tmp_path, "b", plugins={"supervised": {}}, optim={"lr": 0.5})
+    with pytest.raises(RecipeError, match="not the recipe .*optim.lr = 0.01 there, 0.5 now"):
+        train(catalogue, other, out, resume=True)  # the file disagrees with the run folder
+    (out / "recipe.toml").write_text(other.read_text())  # the run folder's recipe edited
     with pytest.raises(TrainingError, match="recipe differs .*optim.lr = 0.01 there, 0.5 now"):
-        train(catalogue, other, out, resume=True)
+        resume_run(out, catalogue, quiet=True)  # the checkpoint's recipe decides
 
 
 def test_a_checkpoint_from_before_a_setting_existed_resumes(catalogue, tmp_path):
@@ -243,8 +246,9 @@ def test_a_checkpoint_from_before_a_setting_existed_resumes(catalogue, tmp_path)
     train(catalogue, recipe, out, resume=True)
     killed_before_its_summary(out)
     moved = write_recipe(tmp_path, "a", plugins={"supervised": {}}, train={"bn_stats": "unlabeled"})
+    (out / "recipe.toml").write_text(moved.read_text())
     with pytest.raises(TrainingError, match="train.bn_stats = 'labeled' there, 'unlabeled' now"):
-        train(catalogue, moved, out, resume=True)
+        resume_run(out, catalogue, quiet=True)
 
 
 def test_resume_with_another_number_of_processes_is_refused(catalogue, tmp_path):

@@ -107,6 +107,18 @@ def test_override_sets_nested_values_as_toml_literals(tmp_path, catalogue):
     assert resolved.recipe.name == "other"
 
 
+def test_a_table_override_is_merged_into_the_recipe_not_replacing_it(tmp_path, catalogue):
+    raw = tiny_recipe(train={"epochs": 4, "iterations_per_epoch": 7, "labeled_batch": 5})
+    path = write(tmp_path, dump_toml(raw))
+    overrides = ["train.threads=1", "train={epochs=1}", "plugins={vat={eps=2.5}}"]
+    train = load_recipe(path, catalogue, overrides).recipe.train
+    assert (train.epochs, train.threads) == (1, 1)
+    assert (train.iterations_per_epoch, train.labeled_batch) == (7, 5)  # kept from the file
+    resolved = load_recipe(path, catalogue, overrides)
+    assert resolved.enabled_plugins == ["supervised", "vat"]
+    assert resolved.plugin_settings["vat"].eps == 2.5  # type: ignore[attr-defined]
+
+
 def test_override_errors_are_validated_like_the_file(tmp_path, catalogue):
     path = write(tmp_path, dump_toml(tiny_recipe()))
     with pytest.raises(RecipeError, match=r"train.epochs: .*greater than 0"):
@@ -120,17 +132,17 @@ def test_override_errors_are_validated_like_the_file(tmp_path, catalogue):
 
 
 def test_disable_switches_a_plugin_off_and_refuses_unknown_names(tmp_path, catalogue):
-    path = write(tmp_path, dump_toml(tiny_recipe()))
-    resolved = load_recipe(path, catalogue, disable=["supervised"])
-    assert resolved.enabled_plugins == []
-    assert resolved.plugin_settings["supervised"].enabled is False
+    path = write(tmp_path, dump_toml(tiny_recipe(plugins={"supervised": {}, "vat": {}})))
+    resolved = load_recipe(path, catalogue, disable=["vat"])
+    assert resolved.enabled_plugins == ["supervised"]
+    assert resolved.plugin_settings["vat"].enabled is False
     with pytest.raises(RecipeError, match=r"--disable supervize: .*did you mean 'supervised'"):
         load_recipe(path, catalogue, disable=["supervize"])
 
 
 def test_disabling_is_also_one_line_in_the_recipe(catalogue):
-    raw = tiny_recipe(plugins={"supervised": {"enabled": False}})
-    assert validate_recipe(raw, catalogue, source="r.toml").enabled_plugins == []
+    raw = tiny_recipe(plugins={"supervised": {}, "vat": {"enabled": False}})
+    assert validate_recipe(raw, catalogue, source="r.toml").enabled_plugins == ["supervised"]
 
 
 def test_malformed_toml_is_one_line(tmp_path, catalogue):
@@ -225,3 +237,10 @@ def test_an_integer_is_a_float_and_a_field_may_allow_infinity():
 def test_any_key_and_string_round_trip_through_toml():
     data = {"name": 'a\nb"c\\d\x00', "train": {"#": 0, "a b": 1}, "plugins": {"x.y": {"k": "é"}}}
     assert tomllib.loads(dump_toml(data)) == data
+
+
+def test_every_string_a_recipe_may_hold_writes_back_as_valid_toml():
+    text = 'a\x7fb\x85c\x1b"d\\e\nf\u202eg'  # DEL, C1, ESC, quote, backslash, newline, RTL
+    written = dump_toml({"data": {"root": text}})
+    assert tomllib.loads(written)["data"]["root"] == text
+    assert all(line.isprintable() for line in written.splitlines())  # nothing a terminal acts on

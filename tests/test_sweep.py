@@ -14,6 +14,7 @@ from ssl_plugins.launchers.local import LocalLauncher
 
 from ssl_core.api.launcher import Launcher, LauncherSettings, RunJob
 from ssl_core.cli.app import main
+from ssl_core.engine.runfolder import mark
 from ssl_core.errors import RecipeError
 from ssl_core.experiments import launch as launch_module
 from ssl_core.experiments.folders import PlannedRun, folder_state, plan_sweep
@@ -318,6 +319,9 @@ def test_folder_states(tmp_path, catalogue):
     assert folder_state(folder, recipe) == "new"
     folder.mkdir()
     (folder / "recipe.toml").write_text(dump_toml(recipe.to_dict()))
+    with pytest.raises(RecipeError, match="nor a failed start of sslrun"):
+        folder_state(folder, recipe)  # a folder sslrun did not create is never cleaned
+    mark(folder)
     assert folder_state(folder, recipe) == "restart"
     (folder / "checkpoint.pt").write_bytes(b"")
     assert folder_state(folder, recipe) == "resume"

@@ -97,5 +97,6 @@ def test_a_run_without_a_folder_writes_nothing(tmp_path, monkeypatch):
 def test_a_missing_tensorboard_is_named_with_its_install_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # import fails as when not installed
     recipe = tiny_recipe(plugins={"supervised": {}, "tensorboard": {}})
-    with pytest.raises(SslrunError, match=r"TensorBoard is not installed \(pip install"):
+    with pytest.raises(SslrunError, match=r"needs the package tensorboard, .*\(pip install"):
         train_recipe(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before any folder exists

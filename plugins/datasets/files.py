@@ -62,6 +62,8 @@ class _ArrayFile(DatasetProvider):
         train = self._pair(arrays, path, ("x", "y"), ("x_train", "y_train"), settings)
         if settings.test_file is not None:
             test_path = path.parent / Path(settings.test_file).expanduser()
+            if not test_path.is_file():  # a pipe or a folder would hang or fail the reader
+                raise DataError(f"{test_path}: data file not found")
             test = self._pair(self.read(test_path), test_path, ("x", "y"), None, settings)
         elif "x_test" in arrays or "y_test" in arrays:
             test = self._pair(arrays, path, ("x_test", "y_test"), None, settings)

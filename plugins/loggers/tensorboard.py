@@ -23,7 +23,6 @@ import torch
 from pydantic import Field
 
 from ssl_core import BatchContext, Plugin, PluginSettings, Run, hookimpl
-from ssl_core.errors import RecipeError
 
 
 class TensorBoardSettings(PluginSettings):
@@ -41,6 +40,8 @@ class TensorBoard(Plugin):
     name: ClassVar[str] = "tensorboard"
     order: ClassVar[int] = 1000  # last: it sees every plugin's terms, extras and pictures
     Settings: ClassVar[type[PluginSettings]] = TensorBoardSettings
+    #: torch's SummaryWriter needs TensorBoard; a recipe without it is refused up front.
+    requires: ClassVar[dict[str, str]] = {"tensorboard": "pip install 'sslrun[tensorboard]'"}
 
     folder: Path | None = None
     writer: Any = None
@@ -54,13 +55,6 @@ class TensorBoard(Plugin):
     def sslrun_setup(self, run: Run) -> None:
         if run.out_dir is None or not run.world.is_main:
             return
-        try:
-            import tensorboard  # noqa: F401 - torch's SummaryWriter needs it
-        except ImportError:
-            raise RecipeError(
-                "plugins.tensorboard: TensorBoard is not installed"
-                " (pip install 'sslrun[tensorboard]')"
-            ) from None
         self.folder = Path(run.out_dir) / "tensorboard"
 
     @hookimpl

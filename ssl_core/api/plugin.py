@@ -66,6 +66,10 @@ class Plugin:
     #: (``train.cuda_graph``): the same tensor work at every step, no host reads, no
     #: per-step Python state (:mod:`ssl_core.engine.graphs`).
     graph_safe: ClassVar[bool] = False
+    #: Optional libraries the plugin imports, by import name, with how to install each
+    #: (``{"tensorboard": "pip install 'sslrun[tensorboard]'"}``): a recipe that enables
+    #: the plugin where one is missing is refused when validated, before any folder exists.
+    requires: ClassVar[dict[str, str]] = {}
 
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings

@@ -18,13 +18,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperArgument
 
 from ssl_core.cli import sweep_commands, tune_commands
 from ssl_core.cli.progress import output_console
+from ssl_core.cli.text import printable
 from ssl_core.engine.active import TRACE_ENV
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.distributed import is_lost_rank
+from ssl_core.engine.outputs import describe
 from ssl_core.errors import SslrunError
 
 app = typer.Typer(
@@ -75,7 +78,7 @@ def _catalogue(trace: bool = False) -> Catalogue:
         os.environ[TRACE_ENV] = "1"
     catalogue = Catalogue.discover()
     for warning in catalogue.warnings:
-        err_console.print(f"warning: {warning}", highlight=False)
+        err_console.print(f"warning: {printable(warning)}", highlight=False, markup=False)
     return catalogue
 
 
@@ -175,13 +178,14 @@ def validate(
         recipe, _catalogue(), overrides, list(disable or []), data_dir
     )
     for warning in warnings:
-        err_console.print(f"warning: {warning}", highlight=False, markup=False)
+        err_console.print(f"warning: {printable(warning)}", highlight=False, markup=False)
     from ssl_core.recipe.spec import dump_toml
 
     console.print(dump_toml(resolved.to_dict()), highlight=False, markup=False, soft_wrap=True)
     err_console.print(
-        f"{recipe}: valid; plugins enabled: {', '.join(resolved.enabled_plugins)}",
+        printable(f"{recipe}: valid; plugins enabled: {', '.join(resolved.enabled_plugins)}"),
         highlight=False,
+        markup=False,
     )
 
 
@@ -219,13 +223,20 @@ def plugins() -> None:
         for name in registry.names():
             package = registry.sources[name].split(" ")[0]
             hooks = ", ".join(h.removeprefix("sslrun_") for h in implemented_hooks(registry[name]))
-            table.add_row(kind, name, package, versions.get(package, "-"), hooks)
+            table.add_row(*plain(kind, name, package, versions.get(package, "-"), hooks))
     for module in catalogue.modules:
         if module.error:
             table.add_row(
-                "broken", module.entry_point, module.distribution, module.version, module.error
+                *plain(
+                    "broken", module.entry_point, module.distribution, module.version, module.error
+                )
             )
     console.print(table)
+
+
+def plain(*cells: str) -> list[Text]:
+    """Table cells shown as they are: a third-party package's text is no markup."""
+    return [Text(printable(cell)) for cell in cells]
 
 
 def implemented_hooks(component: type) -> list[str]:
@@ -287,6 +298,9 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         _fail("interrupted", 130)
+    except OSError as exc:  # a file that cannot be read or written (a full disk): name it
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{describe(exc)}", 1)
     except Exception as exc:  # anything else is still one line, never a traceback
         if hasattr(exc, "format_message"):  # a usage error of the argument parser
             message, code = exc.format_message(), getattr(exc, "exit_code", 2)
@@ -312,7 +326,11 @@ def plain_usage(command: Any) -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    """One line on stderr, no traceback, the exit code that tells what went wrong."""
-    first_line = " ".join(message.split())
+    """One line on stderr, no traceback, the exit code that tells what went wrong.
+
+    The message may quote outside text (a path, a recipe value): it is shown with its
+    control characters escaped (:func:`~ssl_core.cli.text.printable`).
+    """
+    first_line = printable(" ".join(message.split()))
     print(f"error: {first_line}", file=sys.stderr)
     sys.exit(code)

@@ -14,8 +14,10 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 from torch import Tensor
 
+from ssl_core.cli.text import printable
 from ssl_core.engine.reporter import Reporter
 
 #: Metrics shown in every epoch line, in this order, when present.
@@ -127,19 +129,19 @@ class RichReporter(Reporter):
     def finish(self, summary: dict[str, Any]) -> None:
         if self.progress is not None:
             self.progress.stop()
-        table = Table(title=f"sslrun: {summary.get('name', '')}")
+        table = Table(title=Text(f"sslrun: {summary.get('name', '')}"))
         table.add_column("metric")
         table.add_column("value", justify="right")
         for key, value in summary.items():
             if isinstance(value, (int, float, str)) and key != "name":
-                table.add_row(key, _fmt(value))
+                table.add_row(key, Text(printable(_fmt(value))))  # a command line, a path
         self.results.print(table)
 
     def message(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        self.console.print(printable(text), highlight=False, markup=False, soft_wrap=True)
 
     def result(self, text: str) -> None:
-        self.results.print(text, highlight=False, markup=False, soft_wrap=True)
+        self.results.print(printable(text), highlight=False, markup=False, soft_wrap=True)
 
 
 def output_console(stderr: bool = False) -> Console:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -12,26 +12,29 @@ from typing import Any
 import torch
 
 from ssl_core.cli.progress import RichReporter
+from ssl_core.cli.text import printable
 from ssl_core.engine.build import build_run
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME
 from ssl_core.engine.distributed import World
+from ssl_core.engine.launches import now
 from ssl_core.engine.loop import prepare_training, restore_for_evaluation, train
 from ssl_core.engine.outputs import (
+    ACCURACY_NAME,
     METRICS_NAME,
     RECIPE_NAME,
     SUMMARY_NAME,
-    RunFolderLock,
     atomic_write_text,
-    create_run_dir,
     default_run_dir,
-    is_free,
+    describe,
+    read_run_file,
 )
 from ssl_core.engine.reporter import Reporter
+from ssl_core.engine.runfolder import claim_for_resume, claim_new
 from ssl_core.engine.scores import scores
 from ssl_core.errors import RecipeError
 from ssl_core.experiments.plots import plot_accuracy
-from ssl_core.recipe.spec import ResolvedRecipe, dump_toml, load_recipe
+from ssl_core.recipe.spec import ResolvedRecipe, dump_toml, first_difference, load_recipe
 
 
 def run_recipe(
@@ -45,10 +48,37 @@ def run_recipe(
     quiet: bool = False,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Validate a recipe file, prepare the run folder, train; return the summary."""
+    """Validate a recipe file, prepare the run folder, train; return the summary.
+
+    With ``resume``, a run that has a checkpoint continues with its folder's recipe
+    plus ``overrides`` and ``disable``, never with what the file says: the file must
+    agree with it (else the command is refused, naming the first key that differs).
+    """
     resolved = load_recipe(recipe_path, catalogue, overrides, disable)
+    if resume is not None and (resume / CHECKPOINT_NAME).is_file():
+        resolved = continued_recipe(recipe_path, resume, resolved, catalogue, overrides, disable)
     provenance = {"command": command, "recipe_file": str(recipe_path), "overrides": list(overrides)}
     return train_resolved(resolved, catalogue, out, data_dir, resume, quiet, provenance)
+
+
+def continued_recipe(
+    recipe_path: Path,
+    run_dir: Path,
+    from_file: ResolvedRecipe,
+    catalogue: Catalogue,
+    overrides: Sequence[str],
+    disable: Sequence[str],
+) -> ResolvedRecipe:
+    """The run folder's recipe plus the explicit changes; refused where the file disagrees."""
+    continued = load_recipe(run_dir / RECIPE_NAME, catalogue, overrides, disable)
+    difference = first_difference(continued.to_dict(), from_file.to_dict())
+    if difference is not None:
+        raise RecipeError(
+            f"{recipe_path}: not the recipe the run in {run_dir} continues with ({difference});"
+            f" a resume takes the run folder's recipe: sslrun resume {run_dir}"
+            " (with --set for what may change)"
+        )
+    return continued
 
 
 def resume_run(
@@ -78,7 +108,7 @@ def resume_run(
 def finished_summary(run_dir: Path) -> dict[str, Any] | None:
     """The run folder's summary when it says the run ended (finished or stopped early)."""
     try:
-        summary = json.loads((run_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
+        summary = json.loads(read_run_file(run_dir / SUMMARY_NAME))
     except (OSError, ValueError):
         return None
     if not isinstance(summary, dict):
@@ -149,36 +179,39 @@ def claim_run_dir(
 ) -> tuple[Path, bool]:
     """The run folder, locked for this process, and whether a checkpoint continues in it.
 
-    A new folder gets the resolved recipe. A folder to resume that has no checkpoint
-    yet, because its start failed before the first one, starts from the beginning.
+    A new folder gets the resolved recipe; so does a folder to resume that has no
+    checkpoint yet, because its start failed before the first one (it starts from the
+    beginning). What sslrun may write where is :mod:`ssl_core.engine.runfolder`.
     """
     if resume is not None:
-        if not resume.is_dir():
-            raise RecipeError(f"{resume}: no such run folder")
-        held.enter_context(RunFolderLock(resume))
-        if (resume / CHECKPOINT_NAME).is_file():
+        if claim_for_resume(resume, held):
             return resume, True
-        if not is_free(resume):
-            raise RecipeError(f"{resume}: no {CHECKPOINT_NAME} there to resume from")
         run_dir = resume
     else:
-        run_dir = create_run_dir(out or default_run_dir(run_name(resolved)))
-        held.enter_context(RunFolderLock(run_dir))
+        run_dir = claim_new(out or default_run_dir(run_name(resolved)), held)
     atomic_write_text(run_dir / RECIPE_NAME, dump_toml(resolved.to_dict()))
     return run_dir, False
 
 
-def draw_accuracy(run_dir: Path, resolved: ResolvedRecipe) -> Path:
-    """``accuracy.png``: the run's test accuracy after each epoch."""
+def draw_accuracy(run_dir: Path, resolved: ResolvedRecipe) -> None:
+    """``accuracy.png``: the run's test accuracy after each epoch.
+
+    A drawing of ``metrics.jsonl``, made once the summary says the run finished: a
+    figure that cannot be written is a warning (the run's results are complete, and
+    ``sslrun report`` draws it again), never a failed run.
+    """
     lines = (run_dir / METRICS_NAME).read_text(encoding="utf-8").splitlines()
     curve = [json.loads(line)["test_acc"] for line in lines if line.strip()]
     title = f"{resolved.recipe.data.name}, {resolved.recipe.name} (seed {resolved.recipe.seed})"
-    return plot_accuracy({resolved.recipe.name: [curve]}, run_dir / "accuracy.png", title=title)
-
-
-def now() -> str:
-    """The time of day in ISO 8601, UTC, to the second."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    path = run_dir / ACCURACY_NAME
+    try:
+        plot_accuracy({resolved.recipe.name: [curve]}, path, title=title)
+    except OSError as exc:
+        warning = (
+            f"{path}: cannot draw the accuracy figure ({describe(exc)});"
+            f" the run finished; sslrun report {run_dir} --out DIR draws it"
+        )
+        print(f"warning: {printable(warning)}", file=sys.stderr)
 
 
 def written_files(run_dir: Path) -> list[str]:

@@ -29,10 +29,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from ssl_core.api.launcher import INTERRUPTED_EXIT
 from ssl_core.cli.progress import output_console
-from ssl_core.engine.outputs import SUMMARY_NAME
+from ssl_core.cli.text import printable
+from ssl_core.engine.outputs import SUMMARY_NAME, read_run_file
 from ssl_core.errors import RecipeError, SslrunError, TrainingError
 from ssl_core.experiments.folders import Plan, PlannedRun
 from ssl_core.experiments.grid import spec_from_command_line
@@ -46,6 +48,7 @@ from ssl_core.experiments.report import (
     table_columns,
     write_report,
 )
+from ssl_core.experiments.report_folder import is_run_folder
 from ssl_core.experiments.sweep import run_sweep
 
 console = output_console()
@@ -128,7 +131,13 @@ def sweep(
             ) from None
     print_table(result.rows, spec.target, f"sweep {result.plan.folder.name}")
     for path in result.written:
-        err_console.print(f"wrote {path}", highlight=False, markup=False)
+        err_console.print(printable(f"wrote {path}"), highlight=False, markup=False, soft_wrap=True)
+    if result.elsewhere:
+        warn_about(
+            f"{len(result.elsewhere)} of {len(result.outcomes)} runs were in use by another"
+            f" process (another sweep?), first {result.elsewhere[0].run.folder}; run the sweep"
+            " again once it has ended to tabulate them"
+        )
     if result.failed:
         first = result.failed[0]
         raise TrainingError(
@@ -138,7 +147,11 @@ def sweep(
 
 
 def warn_about(text: str) -> None:
-    err_console.print(f"warning: {text}", highlight=False, markup=False)
+    err_console.print(f"warning: {printable(text)}", highlight=False, markup=False, soft_wrap=True)
+
+
+#: Signals that stop a sweep as Ctrl-C does.
+STOPPING = (signal.SIGTERM, signal.SIGHUP)
 
 
 class SweepInterrupted(SslrunError):
@@ -149,7 +162,7 @@ class SweepInterrupted(SslrunError):
 
 @contextmanager
 def interrupt_on_sigterm() -> Iterator[None]:
-    """SIGTERM stops a sweep as Ctrl-C does (its children get SIGTERM and checkpoint)."""
+    """SIGTERM and SIGHUP stop a sweep as Ctrl-C does (its children get SIGTERM and checkpoint)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -157,11 +170,12 @@ def interrupt_on_sigterm() -> Iterator[None]:
     def handle(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handle)
+    previous = {signum: signal.signal(signum, handle) for signum in STOPPING}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def report(
@@ -174,7 +188,7 @@ def report(
         Path | None,
         typer.Option(
             help="where to write table.md, table.csv and plots (default: the folder"
-            " given, or the folders' common parent)"
+            " given, or the folders' common parent; nothing for a single run folder)"
         ),
     ] = None,
 ) -> None:
@@ -183,21 +197,28 @@ def report(
         raise RecipeError(f"--target {target}: give a fraction in (0, 1], e.g. 0.98")
     groups = group_folders(find_run_folders(run_dirs), warn_about)
     rows = [summarize_group(group, target) for group in groups]
+    print_table(rows, target, "sslrun report")
     if out is None:
         out = Path(os.path.commonpath([path.resolve() for path in run_dirs]))
-    print_table(rows, target, "sslrun report")
+        if is_run_folder(out):  # its accuracy.png is the run's own: write nothing there
+            err_console.print(
+                printable(f"{out} is a run folder: no table or figure written (give --out DIR)"),
+                highlight=False,
+                markup=False,
+            )
+            return
     for path in write_report(groups, rows, out, target):
-        err_console.print(f"wrote {path}", highlight=False, markup=False)
+        err_console.print(printable(f"wrote {path}"), highlight=False, markup=False, soft_wrap=True)
 
 
 def print_table(rows: list[Row], target: float | None, title: str) -> None:
-    table = Table(title=title)
+    table = Table(title=Text(printable(title)))
     for index, column in enumerate(table_columns(target)):
         left = index == 0 or column == "status"
         justify: Literal["left", "right"] = "left" if left else "right"
         table.add_column(column, justify=justify, overflow="fold", no_wrap=index == 0)
     for row in rows:
-        cells = [escape(cell) for cell in table_cells(row, target)]
+        cells = [escape(printable(cell)) for cell in table_cells(row, target)]
         table.add_row(*cells, style=None if row.status == "ok" else "yellow")
     console.print(table)
 
@@ -212,7 +233,8 @@ class RichSweepWatcher(SweepWatcher):
 
     def start(self, plan: Plan, pending: list[PlannedRun]) -> None:
         self.labels = {
-            run.folder: f"{plan.labels[run.setting]}, seed {run.seed}" for run in plan.runs
+            run.folder: printable(f"{plan.labels[run.setting]}, seed {run.seed}")
+            for run in plan.runs
         }
         skipped = len(plan.runs) - len(pending)
         spec = plan.spec
@@ -220,8 +242,10 @@ class RichSweepWatcher(SweepWatcher):
         if spec.launcher != "local":
             at_once = f"through {spec.launcher}" + (f", {at_once}" if spec.jobs else "")
         err_console.print(
-            f"sweep {plan.folder}: {len(plan.settings)} settings, {len(plan.runs)} runs"
-            f" ({skipped} already finished, {len(pending)} to run, {at_once})",
+            printable(
+                f"sweep {plan.folder}: {len(plan.settings)} settings, {len(plan.runs)} runs"
+                f" ({skipped} already finished, {len(pending)} to run, {at_once})"
+            ),
             highlight=False,
             markup=False,
         )
@@ -240,13 +264,12 @@ class RichSweepWatcher(SweepWatcher):
         assert self.progress is not None and self.task is not None
         label = escape(self.labels[outcome.run.folder])
         if outcome.ok:
-            summary = json.loads((outcome.run.folder / SUMMARY_NAME).read_text())
-            text = (
-                f"[green]done[/] {label}: test acc {100 * summary['final_test_acc']:.2f}%"
-                f" ({outcome.seconds:.1f} s)"
-            )
+            text = f"[green]done[/] {label}: {final_accuracy(outcome.run.folder)}"
+            text += f" ({outcome.seconds:.1f} s)"
+        elif outcome.elsewhere:
+            text = f"[yellow]skipped[/] {label}: in use by another process"
         else:
-            detail = escape(f"{outcome.message} (log {outcome.run.log})")
+            detail = escape(printable(f"{outcome.message} (log {outcome.run.log})"))
             text = f"[red]failed[/] {label}: {detail}"
         self.progress.console.print(text, highlight=False)
         self.progress.advance(self.task)
@@ -254,3 +277,12 @@ class RichSweepWatcher(SweepWatcher):
     def finish(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def final_accuracy(folder: Path) -> str:
+    """``test acc 98.12%`` from a run folder's summary, which may be damaged or missing."""
+    try:
+        accuracy = json.loads(read_run_file(folder / SUMMARY_NAME))["final_test_acc"]
+        return f"test acc {100 * float(accuracy):.2f}%"
+    except (OSError, ValueError, TypeError, KeyError):
+        return "finished (no readable summary)"

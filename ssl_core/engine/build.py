@@ -133,8 +133,10 @@ def build_run(
     seed_everything(recipe.seed)
     configure_numerics(recipe.train)
     device = world.device or pick_device(recipe.train.device)
+    source = None
     if data is None:
         data = load_data(resolved, catalogue, data_dir)
+        source = resolve_data_root(data_dir, recipe.data.root).absolute()
     check_batch_memory(resolved, data, device)
     classifier = build_classifier(resolved, catalogue, data).to(device)
     if world.rank > 0:
@@ -146,4 +148,6 @@ def build_run(
     ]
     active = ActivePlugins(catalogue.pm, instances)
     data = data.to(device)
-    return Run(resolved, data, classifier, device, out_dir, world, active)
+    run = Run(resolved, data, classifier, device, out_dir, world, active)
+    run.data_source = source
+    return run

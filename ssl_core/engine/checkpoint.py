@@ -8,7 +8,8 @@ the run is interrupted or ``train.checkpoint_every`` asks for it). It holds
   optimizers and schedules), taken from rank 0, where they are equal on all ranks;
 - per rank: the torch, CUDA, numpy and Python RNG states and the running sums of the
   epoch in progress, which differ between ranks;
-- the position, the finished epochs' metrics, the resolved recipe and the world size.
+- the position, the finished epochs' metrics, the resolved recipe, the world size and
+  what the run trains on (:mod:`ssl_core.engine.fingerprint`).
 
 Resuming re-runs the hooks that precede the position (``sslrun_setup``, and
 ``sslrun_epoch_start`` of the interrupted epoch) and then loads the checkpoint over
@@ -28,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ssl_core.engine.fingerprint import data_difference
+from ssl_core.engine.launches import launch_history, now
 from ssl_core.engine.outputs import atomic_write_bytes, describe
 from ssl_core.errors import TrainingError
 
@@ -179,6 +182,7 @@ def save_checkpoint(
     ranks = run.world.gather({"rng": rng_state(run.device), "epoch": epoch_state})
     if not run.world.is_main or run.out_dir is None:
         return
+    launches = launch_history(run, now())
     payload = {
         "format": FORMAT,
         "recipe": run.resolved.to_dict(),
@@ -187,7 +191,9 @@ def save_checkpoint(
         "position": asdict(position),
         "history": history,
         "wall_seconds": wall_seconds,
-        "started_at": run.provenance.get("started_at"),
+        "started_at": launches[0].get("started_at"),
+        "launches": launches,
+        "data": run.data_identity.as_dict(),
         "states": {name: obj.state_dict() for name, obj in run.states.items()},
         "ranks": ranks,
     }
@@ -241,7 +247,8 @@ def read_checkpoint(run: Run) -> Checkpoint:
 
     Refused (never silently ignored): a missing or unreadable file, another layout
     version, a different recipe (naming the first key that differs; a setting added
-    since, at its default, is no difference), a different world size, different
+    since, at its default, is no difference), other data or another labeled split
+    than the run trained on (naming both), a different world size, different
     registered states.
     """
     if run.out_dir is None:
@@ -259,6 +266,13 @@ def read_checkpoint(run: Run) -> Checkpoint:
             f"{path}: the recipe differs from the one the run was started with ({difference})"
         )
     _check_epochs(path, payload, run)
+    if isinstance(payload.get("data"), dict):  # absent from checkpoints written before
+        changed = data_difference(payload["data"], run.data_identity)
+        if changed is not None:
+            raise TrainingError(
+                f"{path}: {changed}; resume with the data the run started with"
+                " (--data-dir or --set data.root=...)"
+            )
     if payload["world_size"] != run.world.size:
         raise TrainingError(
             f"{path}: written by {payload['world_size']} process(es), resumed with"

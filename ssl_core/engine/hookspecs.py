@@ -182,5 +182,7 @@ def sslrun_run_end(run: Run, summary: dict[str, Any]) -> None:
     """Called once after the last epoch with the run summary.
 
     Write artefacts into ``run.out_dir`` (plots, image grids). ``run.out_dir`` is
-    ``None`` when the run writes nothing (programmatic use in tests).
+    ``None`` when the run writes nothing (programmatic use in tests). ``summary.json``
+    is written after this hook: if a plugin fails here, the run is not finished, and
+    ``sslrun resume`` calls the hook again (with every epoch already trained).
     """

@@ -8,7 +8,6 @@ the data-parallel adapter :mod:`ssl_core.engine.distributed`.
 
 from __future__ import annotations
 
-import datetime as dt
 import platform
 import signal
 import subprocess
@@ -26,6 +25,8 @@ from ssl_core.engine.checkpoint import Position, read_checkpoint, save_checkpoin
 from ssl_core.engine.context import BatchContext
 from ssl_core.engine.data import EpochlessSampler
 from ssl_core.engine.graphs import WARMUP_STEPS, GraphedSteps, check_graphs, uses_graphs
+from ssl_core.engine.launches import earlier_launches, now
+from ssl_core.engine.launches import provenance as launch_provenance
 from ssl_core.engine.nonfinite import NonFiniteGuard
 from ssl_core.engine.optim import apply_hyperparameters, epoch_hyperparameters
 from ssl_core.engine.outputs import (
@@ -114,9 +115,11 @@ def train(run: Run, reporter: Reporter | None = None, resume: bool = False) -> d
 
         # Still under the signal handlers: a signal from here on finds the run finished.
         summary = summarize(run, state.history, time.perf_counter() - started)
+        # The summary is written last: "finished" means every artefact of the run's end
+        # is there too; if one fails, a resume (every epoch checkpointed) makes them again.
+        run.plugins.call("sslrun_run_end", run=run, summary=summary)
         if run.out_dir is not None and world.is_main:
             write_summary(run.out_dir / SUMMARY_NAME, summary)
-        run.plugins.call("sslrun_run_end", run=run, summary=summary)
     reporter.finish(summary)
     return summary
 
@@ -229,7 +232,7 @@ def restore(run: Run, log: MetricsLog | None) -> LoopState:
         begin_epoch(run, saved.position.epoch)
         tally = EpochTally.from_state(saved.rank_state(run.world.rank), run.device)
     saved.apply(run)
-    run.provenance["started_at"] = saved.payload.get("started_at", run.provenance.get("started_at"))
+    run.earlier_launches = earlier_launches(saved.payload)
     return LoopState(saved.position, saved.history, tally, saved.wall_seconds)
 
 
@@ -316,8 +319,7 @@ def run_provenance(run: Run) -> dict[str, Any]:
         "processes": run.world.size,
         "precision": run.recipe.train.precision,
         "versions": software_versions(),
-        **run.provenance,
-        "ended_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **launch_provenance(run, now()),
     }
 
 

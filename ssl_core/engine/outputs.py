@@ -1,128 +1,44 @@
-"""The run folder: resolved recipe, metrics (JSONL), summary, checkpoint, and its lock.
+"""Writing a run folder's files: resolved recipe, metrics (JSONL), summary, figures.
 
-A run folder is never silently overwritten; files are appended or replaced atomically
-(a temporary file, fsync, rename), so an interruption never corrupts what a finished
-epoch wrote. One process at a time writes a folder: it holds :class:`RunFolderLock`
-for the whole run. Files get the usual mode (0666 less the umask), JSON is strict
-(``null`` for a non-finite number), and an I/O error is one line naming the file.
+Files are appended or replaced atomically (a temporary file, fsync, rename), so an
+interruption never corrupts what a finished epoch wrote, and a failed append is cut
+back to the last whole line at once. Which folders and files sslrun may write at all
+is :mod:`ssl_core.engine.runfolder`. Files get the usual mode (0666 less the umask),
+JSON is strict (``null`` for a non-finite number), and an I/O error is one line
+naming the file.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import math
 import os
-import tempfile
+import secrets
+import stat
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from ssl_core.errors import RecipeError, TrainingError
+from ssl_core.errors import TrainingError
 
 RECIPE_NAME = "recipe.toml"
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
+ACCURACY_NAME = "accuracy.png"
 LOCK_NAME = ".lock"
-#: What a start that failed before its first checkpoint may have left: the folder is free.
-FAILED_START_FILES = frozenset({RECIPE_NAME, LOCK_NAME})
+#: How the temporary file of an atomic write ends (``.summary.json.<16 hex>.tmp``).
+TEMPORARY_SUFFIX = ".tmp"
 
 
 def default_run_dir(run_name: str, root: Path = Path("runs")) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     candidate = root / f"{run_name}-{stamp}"
     suffix = 1
-    while candidate.exists():
+    while os.path.lexists(candidate):
         suffix += 1
         candidate = root / f"{run_name}-{stamp}-{suffix}"
     return candidate
-
-
-def is_temporary(path: Path) -> bool:
-    """A half-written file of an atomic write (``.checkpoint.pt.abc123``)."""
-    return path.name.startswith(".") and path.name != LOCK_NAME
-
-
-def is_free(path: Path) -> bool:
-    """A folder that holds no run yet: empty, or left by a start that failed early."""
-    names = {child.name for child in path.iterdir() if not is_temporary(child)}
-    return names <= FAILED_START_FILES
-
-
-def create_run_dir(path: Path) -> Path:
-    """Create a new run folder; refuse one that holds a run (``sslrun resume`` continues it).
-
-    Creation is atomic (two processes never both create it). A folder left by a start
-    that failed before its first checkpoint (a recipe file, a lock, half-written files)
-    is taken over, so the corrected command simply runs again.
-    """
-    try:
-        path.mkdir(parents=True)
-    except FileExistsError:
-        if not path.is_dir() or not is_free(path):
-            raise RecipeError(
-                f"--out {path}: already holds a run; pick another folder"
-                f" or continue it with: sslrun resume {path}"
-            ) from None
-    except OSError as exc:
-        raise RecipeError(f"--out {path}: cannot write there ({describe(exc)})") from None
-    try:
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise RecipeError(f"--out {path}: cannot write there ({describe(exc)})") from None
-    return path
-
-
-class RunFolderLock:
-    """An exclusive lock on a run folder, held while one process trains into it.
-
-    ``fcntl.flock`` on ``.lock`` in the folder: the operating system releases it when the
-    holder exits, however it dies, so a lock is never stale. The file records the
-    holder's PID, which a refused second writer names. On taking the lock, half-written
-    files left by a killed writer are removed.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.handle: Any = None
-
-    def __enter__(self) -> RunFolderLock:
-        path = self.folder / LOCK_NAME
-        handle = path.open("a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise RecipeError(
-                f"{self.folder}: in use by process {holder}; wait for it to end"
-                " (or stop it) before writing this run folder"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self.handle = handle
-        for leftover in self.folder.iterdir():
-            if is_temporary(leftover) and leftover.name != ".write-test":
-                leftover.unlink(missing_ok=True)
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self.handle is not None:
-            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
-            self.handle.close()
-            self.handle = None
 
 
 def describe(exc: OSError) -> str:
@@ -139,22 +55,42 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+def read_run_file(path: Path) -> str:
+    """A text file of a run folder as read back, which may be damaged: a plain file only.
+
+    Opened without blocking, so a pipe, a device or a folder under a run file's name
+    raises ``OSError`` at once instead of hanging the command or reading without end.
+    Text that is not UTF-8 raises ``UnicodeDecodeError`` (a ``ValueError``).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a plain file", str(path))
+        return handle.read().decode("utf-8")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync, rename it over ``path``.
 
-    A crash or a full disk mid-write leaves the previous file intact.
+    A crash or a full disk mid-write leaves the previous file intact. The temporary
+    file is ``.NAME.<16 hex>.tmp``, a pattern a run folder's lock recognises as its own
+    leftover. An error names ``path`` (``OSError.filename``).
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{TEMPORARY_SUFFIX}")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -183,13 +119,38 @@ class MetricsLog:
         self.path = path
 
     def append(self, record: dict[str, Any]) -> None:
+        """Append one line, fsync'ed; a failed append is cut back to the last whole line.
+
+        The file is opened without following a link or blocking, so a ``metrics.jsonl``
+        that points elsewhere is never written through, and a pipe never hangs the run.
+        """
+        line = json_line(record).encode("utf-8")
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json_line(record))
-                handle.flush()
-                os.fsync(handle.fileno())
+            fd = os.open(self.path, flags | os.O_CLOEXEC, file_mode())
         except OSError as exc:
             raise TrainingError(f"{self.path}: cannot append metrics ({describe(exc)})") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise TrainingError(f"{self.path}: not a plain file; cannot append metrics")
+            size = info.st_size
+            try:
+                rest = memoryview(line)
+                while rest:  # a short write is retried: the retry reports the disk full
+                    rest = rest[os.write(fd, rest) :]
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, size)
+                    kept = "; the file is cut back to its last whole line"
+                except OSError:
+                    kept = "; a resume cuts the file back to its checkpoint's epochs"
+                raise TrainingError(
+                    f"{self.path}: cannot append metrics ({describe(exc)}){kept}"
+                ) from None
+        finally:
+            os.close(fd)
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
         """Replace the file by ``records`` atomically (a resume continues from its checkpoint).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,6 +15,7 @@ from ssl_core.engine.active import ActivePlugins
 from ssl_core.engine.data import SplitData
 from ssl_core.engine.distributed import World
 from ssl_core.engine.evaluation import split_accuracy
+from ssl_core.engine.fingerprint import DataIdentity, identify
 from ssl_core.engine.optim import build_optimizer
 from ssl_core.recipe.spec import Recipe, ResolvedRecipe
 
@@ -70,12 +72,21 @@ class Run:
         self.optimizer = build_optimizer(classifier, self.recipe.optim, capturable)
         self.epoch = 0
         self.states: dict[str, Stateful] = {}
-        #: How the run was asked for (command line, overrides), for its summary.json.
+        #: How this launch of the run was asked for (command line, overrides, start).
         self.provenance: dict[str, Any] = {}
+        #: The launches before this one, from the checkpoint (see ssl_core.engine.launches).
+        self.earlier_launches: list[dict[str, Any]] = []
         #: Warnings about the run's settings, shown when it starts and kept in its summary.
         self.warnings: list[str] = []
         #: Set by :meth:`stop_early`: the run ends after the current epoch.
         self.early_stop: EarlyStop | None = None
+        #: The folder or file the data was loaded from (``None``: handed over in memory).
+        self.data_source: Path | None = None
+
+    @cached_property
+    def data_identity(self) -> DataIdentity:
+        """Where the data came from and its fingerprints, which a checkpoint records."""
+        return identify(self.data, self.data_source)
 
     @property
     def num_classes(self) -> int:

@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM as requests to stop after the current step."""
+"""SIGINT, SIGTERM and SIGHUP as requests to stop after the current step."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from typing import Any
 
 
 class StopSignals:
-    """SIGINT and SIGTERM ask the loop to stop after the current step.
+    """SIGINT, SIGTERM and SIGHUP ask the loop to stop after the current step.
+
+    SIGHUP (the terminal or SSH session closed) is treated as SIGTERM is: the run
+    checkpoints and stops rather than dying with nothing saved.
 
     The first signal only sets a flag; the loop checkpoints and stops. The same signal
     a second time says so on stderr and falls back to its previous handler (Ctrl-C
@@ -21,7 +24,7 @@ class StopSignals:
     ordinary effect.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.received: int | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,17 +19,12 @@ from typing import Any
 from ssl_core.api.launcher import Launcher, LauncherSettings, RunJob
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME
-from ssl_core.engine.outputs import (
-    LOCK_NAME,
-    METRICS_NAME,
-    RECIPE_NAME,
-    SUMMARY_NAME,
-    atomic_write_text,
-    is_temporary,
-)
+from ssl_core.engine.outputs import RECIPE_NAME, SUMMARY_NAME, atomic_write_text, read_run_file
+from ssl_core.engine.runfolder import holds_run, is_marked, is_plain_file
 from ssl_core.errors import RecipeError
 from ssl_core.experiments.grid import Setting, SweepSpec, expand, slug, toml_literal
-from ssl_core.experiments.report import label_groups, setting_of
+from ssl_core.experiments.report import REPORT_FILES, label_groups, setting_of
+from ssl_core.experiments.report_folder import claim_report_folder, mark_report_folder
 from ssl_core.recipe.spec import (
     ResolvedRecipe,
     dump_toml,
@@ -177,10 +173,14 @@ def folder_state(folder: Path, recipe: ResolvedRecipe) -> str:
     """What a run folder needs; refuse one that holds a run of another recipe.
 
     The folder's ``recipe.toml`` is compared through :meth:`ResolvedRecipe.difference`,
-    so a run started before a setting was added (at its default) still resumes.
+    so a run started before a setting was added (at its default) still resumes. A
+    folder is started again only when sslrun created it and its start died before the
+    first checkpoint; a folder sslrun did not create is never cleaned.
     """
-    if not folder.exists():
+    if not os.path.lexists(folder):
         return "new"
+    if not folder.is_dir():
+        raise RecipeError(f"{folder}: not a folder; remove it to rerun")
     recipe_path = folder / RECIPE_NAME
     if recipe_path.is_file():
         difference = recipe.difference(read_toml(recipe_path))
@@ -192,29 +192,28 @@ def folder_state(folder: Path, recipe: ResolvedRecipe) -> str:
     summary = folder / SUMMARY_NAME
     if summary.is_file():
         try:
-            recorded = json.loads(summary.read_text(encoding="utf-8"))
+            recorded = json.loads(read_run_file(summary))
             status = recorded.get("status")
-        except (json.JSONDecodeError, AttributeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             raise RecipeError(f"{summary}: not a JSON object; remove the folder to rerun") from None
         if status == "finished" or "stopped_early" in recorded:  # a pruned trial has ended
             return "finished"
     if (folder / CHECKPOINT_NAME).is_file():
         return "resume"
-    left = {path.name for path in folder.iterdir() if not is_temporary(path)}
-    if left <= {RECIPE_NAME, METRICS_NAME, LOCK_NAME}:  # a start that died before a checkpoint
+    if is_marked(folder) and not holds_run(folder):  # a start that died before a checkpoint
         return "restart"
-    raise RecipeError(f"{folder}: neither a finished run nor a checkpoint; remove it to rerun")
-
-
-def clear_failed_start(run: PlannedRun) -> None:
-    """Before a ``restart``: remove the recipe.toml (and nothing learned) of a dead start."""
-    if run.state == "restart":
-        for name in (RECIPE_NAME, METRICS_NAME):
-            (run.folder / name).unlink(missing_ok=True)
+    raise RecipeError(
+        f"{folder}: neither a finished run nor a checkpoint, nor a failed start of sslrun;"
+        " remove it to rerun"
+    )
 
 
 def write_manifest(plan: Plan) -> Path:
-    """``sweep.toml`` in the sweep folder: the sweep as a file; rerunning it resumes."""
+    """``sweep.toml`` in the sweep folder: the sweep as a file; rerunning it resumes.
+
+    The sweep folder is claimed as a report's is (:mod:`ssl_core.experiments.report_folder`):
+    a user's own ``sweep.toml`` there is never replaced.
+    """
     spec = plan.spec
     recipes = [str(recipe.resolve()) for recipe in spec.recipes]
     manifest: dict[str, Any] = {
@@ -231,8 +230,11 @@ def write_manifest(plan: Plan) -> Path:
         "launcher": {"name": spec.launcher, **spec.launcher_settings},
     }
     path = plan.folder / MANIFEST_NAME
-    plan.folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, dump_toml(manifest))
+    text = dump_toml(manifest)
+    if is_plain_file(path) and path.read_text(encoding="utf-8", errors="replace") == text:
+        mark_report_folder(plan.folder)  # this sweep's own folder, from before folders were marked
+    claim_report_folder(plan.folder, [MANIFEST_NAME, *REPORT_FILES])
+    atomic_write_text(path, text)
     return path
 
 

@@ -12,6 +12,7 @@ import itertools
 import json
 import re
 import tomllib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +29,19 @@ _SEEDS = re.compile(r"(\d+)(?:-(\d+))?")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
 _MAX_SLUG = 120
+#: The most seeds one sweep takes.
+MAX_SEEDS = 10_000
 
 
 # --- command-line values --------------------------------------------------------------
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``1-5`` → 1, 2, 3, 4, 5; ``1,3,7`` → 1, 3, 7; both forms mix (``1-3,9``)."""
+    """``1-5`` → 1, 2, 3, 4, 5; ``1,3,7`` → 1, 3, 7; both forms mix (``1-3,9``).
+
+    At most :data:`MAX_SEEDS` seeds: a typo such as ``1-1000000000`` is refused at once
+    rather than planned for minutes.
+    """
     seeds: list[int] = []
     for part in text.split(","):
         match = _SEEDS.fullmatch(part.strip())
@@ -44,10 +51,12 @@ def parse_seeds(text: str) -> list[int]:
         last = int(match[2]) if match[2] else first
         if last < first:
             raise RecipeError(f"--seeds {text}: range '{part}' runs backwards")
-        for seed in range(first, last + 1):
-            if seed in seeds:
-                raise RecipeError(f"--seeds {text}: seed {seed} is listed twice")
-            seeds.append(seed)
+        if len(seeds) + last - first + 1 > MAX_SEEDS:
+            raise RecipeError(f"--seeds {text}: over {MAX_SEEDS} seeds; a sweep takes fewer")
+        seeds.extend(range(first, last + 1))
+    twice = next((seed for seed, n in Counter(seeds).items() if n > 1), None)
+    if twice is not None:
+        raise RecipeError(f"--seeds {text}: seed {twice} is listed twice")
     return seeds
 
 
@@ -298,6 +307,8 @@ def _file_seeds(path: Path, seeds: str | int | list[int] | None) -> list[int] | 
     if isinstance(seeds, str):
         return parse_seeds(seeds)
     listed = [seeds] if isinstance(seeds, int) else seeds
+    if len(listed) > MAX_SEEDS:
+        raise RecipeError(f"{path}: seeds: over {MAX_SEEDS} seeds; a sweep takes fewer")
     if any(seed < 0 for seed in listed) or len(set(listed)) < len(listed):
         raise RecipeError(f"{path}: seeds: {seeds!r}: seeds are distinct and not negative")
     return listed

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssl_core.api.launcher import Launcher
+from ssl_core.errors import FolderInUse
 from ssl_core.experiments.folders import Plan, PlannedRun
 
 
@@ -22,6 +23,15 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+    @property
+    def elsewhere(self) -> bool:
+        """The run folder was in use by another live process (another sweep): not a failure."""
+        return self.returncode == FolderInUse.exit_code
+
+    @property
+    def failed(self) -> bool:
+        return not self.ok and not self.elsewhere
 
 
 class SweepWatcher:

@@ -12,6 +12,7 @@ never through pyplot, so drawing holds no global state and needs no display.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.image import imsave
 from matplotlib.ticker import MaxNLocator
 
+from ssl_core.engine.outputs import atomic_write_bytes
+
 
 def _figure(width: float = 7.0, height: float = 4.5) -> tuple[Figure, Axes]:
     figure = Figure(figsize=(width, height))
@@ -32,9 +35,12 @@ def _figure(width: float = 7.0, height: float = 4.5) -> tuple[Figure, Axes]:
 
 
 def _save(figure: Figure, path: Path) -> Path:
+    """Write the figure as a PNG atomically: a kill mid-write leaves the previous one whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -215,10 +221,12 @@ def save_image_grid(
         top, left = pad + (index // cols) * (h + pad), pad + (index % cols) * (w + pad)
         grid[top : top + h, left : left + w] = image
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
     if c == 1:
-        imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+        imsave(buffer, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0, format="png")
     else:
-        imsave(path, grid)
+        imsave(buffer, grid, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

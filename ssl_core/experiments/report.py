@@ -22,8 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from ssl_core.engine.checkpoint import numbered_from_one
-from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME, SUMMARY_NAME, atomic_write_text
+from ssl_core.engine.outputs import (
+    METRICS_NAME,
+    RECIPE_NAME,
+    SUMMARY_NAME,
+    atomic_write_text,
+    describe,
+    read_run_file,
+)
 from ssl_core.errors import DataError, RecipeError
+from ssl_core.experiments.report_folder import claim_report_folder
 from ssl_core.recipe.spec import flatten
 
 #: Recipe keys that never separate two runs into two settings (dotted paths).
@@ -33,6 +41,7 @@ TABLE_MD = "table.md"
 TABLE_CSV = "table.csv"
 ACCURACY_PNG = "accuracy.png"
 EPOCHS_PNG = "epochs_to_target.png"
+REPORT_FILES = (TABLE_MD, TABLE_CSV, ACCURACY_PNG, EPOCHS_PNG)
 
 
 @dataclass
@@ -96,7 +105,7 @@ class Row:
 def read_recipe(folder: Path) -> dict[str, Any]:
     path = folder / RECIPE_NAME
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(read_run_file(path))
     except FileNotFoundError:
         raise RecipeError(f"{folder}: no {RECIPE_NAME} (is this a run folder?)") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -106,29 +115,52 @@ def read_recipe(folder: Path) -> dict[str, Any]:
 def read_run(folder: Path) -> RunRecord:
     """Read a run folder's recipe seed, metrics.jsonl and summary.json (if any).
 
-    Epochs are numbered from 1 (an older version's metrics.jsonl counted from 0).
+    Epochs are numbered from 1 (an older version's metrics.jsonl counted from 0). What
+    a folder holds may be damaged: anything but epoch records with a test accuracy and
+    a summary object (with its numbers, if finished) is a :class:`DataError`.
     """
     seed = read_recipe(folder).get("seed")
     history: list[dict[str, Any]] = []
     metrics = folder / METRICS_NAME
     if metrics.exists():
-        for number, line in enumerate(metrics.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(_text(metrics).splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                history.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 raise DataError(f"{metrics}:{number}: not a JSON object") from None
+            if not isinstance(record, dict) or not _is_number(record.get("test_acc")):
+                raise DataError(f"{metrics}:{number}: not an epoch record with a test_acc")
+            history.append(record)
     summary: dict[str, Any] = {}
     summary_path = folder / SUMMARY_NAME
     if summary_path.exists():
         try:
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            summary = json.loads(_text(summary_path))
         except json.JSONDecodeError:
             raise DataError(f"{summary_path}: not a JSON object") from None
+        if not isinstance(summary, dict):
+            raise DataError(f"{summary_path}: not a JSON object")
     status = str(summary.get("status", "finished")) if summary else "unfinished"
+    if status == "finished":
+        for key in ("final_test_acc", "best_test_acc", "seconds_per_epoch"):
+            if summary and not _is_number(summary.get(key)):
+                raise DataError(f"{summary_path}: {key} is not a number")
     seed = seed if isinstance(seed, int) else None
     return RunRecord(folder, seed, status, numbered_from_one(history), summary)
+
+
+def _text(path: Path) -> str:
+    try:
+        return read_run_file(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = describe(exc) if isinstance(exc, OSError) else "not UTF-8 text"
+        raise DataError(f"{path}: unreadable ({reason})") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def find_run_folders(paths: Sequence[Path]) -> list[Path]:
@@ -139,8 +171,8 @@ def find_run_folders(paths: Sequence[Path]) -> list[Path]:
             raise RecipeError(f"{path}: not a folder")
         if (path / RECIPE_NAME).is_file():
             below = [path]
-        else:
-            below = sorted(p.parent for p in path.rglob(RECIPE_NAME))
+        else:  # links to folders are not followed: a loop cannot trap the search
+            below = sorted(p.parent for p in path.rglob(RECIPE_NAME) if p.is_file())
         if not below:
             raise RecipeError(f"{path}: no run folders (with {RECIPE_NAME}) in it")
         found += [p for p in below if p not in found]
@@ -153,11 +185,15 @@ def group_folders(
     """Group run folders whose resolved recipes differ only by seed; label each group.
 
     A damaged folder (an unreadable recipe, a metrics line that is not JSON) is left
-    out with a one-line warning to ``warn``; the others are still reported.
+    out with a one-line warning to ``warn``; the others are still reported. Folders of
+    the same setting and seed (a copy of a run folder, or the same run in two sweeps)
+    are one run: it is counted once (a finished one first, else the first found), and
+    ``warn`` names both folders.
     """
     keys: list[str] = []
     recipes: list[dict[str, Any]] = []
     members: list[list[RunRecord]] = []
+    seen: dict[tuple[str, int | None], RunRecord] = {}
     for folder in folders:
         try:
             recipe = setting_of(read_recipe(folder))
@@ -168,6 +204,18 @@ def group_folders(
             warn(f"{exc}; {folder} left out of the report")
             continue
         key = json.dumps(recipe, sort_keys=True)
+        twin = seen.setdefault((key, record.seed), record)
+        if twin is not record:
+            kept = record if record.finished and not twin.finished else twin
+            if warn is not None:
+                warn(
+                    f"{twin.folder} and {folder}: the same setting and seed {record.seed};"
+                    f" counted once ({kept.folder})"
+                )
+            if kept is record:
+                runs = members[keys.index(key)]
+                runs[runs.index(twin)] = seen[(key, record.seed)] = record
+            continue
         if key not in keys:
             keys.append(key)
             recipes.append(recipe)
@@ -359,11 +407,13 @@ def write_report(
 ) -> list[Path]:
     """Write table.md, table.csv and the plots into ``out_dir``; return what was written.
 
-    ``rows`` are the groups' :func:`summarize_group` rows, in the same order.
+    ``rows`` are the groups' :func:`summarize_group` rows, in the same order. Every file
+    is replaced atomically, and only in a folder sslrun may write a report into
+    (:mod:`ssl_core.experiments.report_folder`).
     """
     from ssl_core.experiments import plots  # matplotlib is imported only when something is drawn
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_report_folder(out_dir, REPORT_FILES)
     written = [out_dir / TABLE_MD, out_dir / TABLE_CSV]
     atomic_write_text(written[0], markdown_table(rows, target))
     atomic_write_text(written[1], csv_table(rows, target))

@@ -19,7 +19,7 @@ from pathlib import Path
 from ssl_core.api.launcher import Launcher
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.outputs import RECIPE_NAME
-from ssl_core.experiments.folders import Plan, clear_failed_start, plan_sweep, write_manifest
+from ssl_core.experiments.folders import Plan, plan_sweep, write_manifest
 from ssl_core.experiments.grid import SweepSpec
 from ssl_core.experiments.launch import Outcome, SweepWatcher, execute
 from ssl_core.experiments.report import (
@@ -42,7 +42,12 @@ class SweepResult:
 
     @property
     def failed(self) -> list[Outcome]:
-        return [outcome for outcome in self.outcomes if not outcome.ok]
+        return [outcome for outcome in self.outcomes if outcome.failed]
+
+    @property
+    def elsewhere(self) -> list[Outcome]:
+        """Runs skipped because another live process (another sweep) was training them."""
+        return [outcome for outcome in self.outcomes if outcome.elsewhere]
 
 
 def run_sweep(
@@ -63,8 +68,6 @@ def run_sweep(
     if spec.order == "seed":
         rank = {seed: index for index, seed in enumerate(dict.fromkeys(r.seed for r in plan.runs))}
         pending.sort(key=lambda run: (rank[run.seed], run.setting))
-    for run in pending:
-        clear_failed_start(run)
     if launcher is None:
         launcher = plan.launcher(plan.launcher_settings, spec.jobs)
     watcher = watcher or SweepWatcher()
@@ -80,8 +83,11 @@ def run_sweep(
 
 
 def collect_groups(plan: Plan, outcomes: Sequence[Outcome]) -> list[Group]:
-    """Read every run folder back; a child that exited non-zero is marked failed."""
-    failures = {outcome.run.folder: outcome for outcome in outcomes if not outcome.ok}
+    """Read every run folder back; a child that failed is marked so.
+
+    A run another live sweep holds is not a failure: its folder says how far it got.
+    """
+    failures = {outcome.run.folder: outcome for outcome in outcomes if outcome.failed}
     groups = [Group(label, []) for label in plan.labels]
     for run in plan.runs:
         if (run.folder / RECIPE_NAME).is_file():

@@ -9,13 +9,16 @@ Every error is one line naming the file and the dotted key path.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
+import os
 import re
 import tomllib
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import pluggy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ssl_core.api.plugin import STRICT, Plugin, PluginSettings
@@ -26,6 +29,10 @@ from ssl_core.errors import RecipeError
 MAX_BATCH = 1_000_000
 #: A recipe file is small; a bigger file (or /dev/zero) is not read to its end.
 MAX_RECIPE_BYTES = 1024 * 1024
+#: The hook that returns loss terms: a recipe without a plugin implementing it cannot train.
+LOSS_HOOK = "sslrun_collect_losses"
+#: Reads hook markers the way pluggy does (no plugin is ever registered with it).
+_MARKERS = pluggy.PluginManager("sslrun")
 
 
 class Components(Protocol):
@@ -223,9 +230,15 @@ class ResolvedRecipe:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file as a dict; anything else (too big, not text, not TOML) a one-line error."""
+    """A TOML file as a dict; anything else (too big, not text, not TOML) a one-line error.
+
+    Opened without blocking, so a named pipe nobody writes to reads as empty rather
+    than hanging the command (a pipe that is written to, ``<(...)``, is read as usual).
+    """
     try:
-        with path.open("rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            os.set_blocking(fd, True)
             data = handle.read(MAX_RECIPE_BYTES + 1)
     except FileNotFoundError:
         raise RecipeError(f"{path}: recipe file not found") from None
@@ -305,9 +318,51 @@ def validate_recipe(raw: dict[str, Any], catalogue: Components, source: str) -> 
             plugin_cls.Settings, table, source, f"plugins.{name}"
         )
 
+    _check_some_loss(plugin_settings, catalogue, source)
+    _check_requirements(plugin_settings, catalogue, source)
     data_settings = _provider_settings(catalogue.datasets, "data", recipe.data, DataSpec, source)
     model_settings = _provider_settings(catalogue.models, "model", recipe.model, ModelSpec, source)
     return ResolvedRecipe(recipe, plugin_settings, data_settings, model_settings, source, catalogue)
+
+
+def _check_some_loss(
+    plugin_settings: dict[str, PluginSettings], catalogue: Components, source: str
+) -> None:
+    """Refuse a recipe whose enabled plugins give no loss term: it could not train."""
+    enabled = [name for name, settings in plugin_settings.items() if settings.enabled]
+    if any(gives_loss(catalogue.plugins[name]) for name in enabled):
+        return
+    detail = (
+        f"no enabled plugin gives a loss term (enabled: {', '.join(enabled) or 'none'});"
+        " enable one, e.g. [plugins.supervised]"
+    )
+    raise RecipeError(f"{source}: plugins: {detail}", "plugins", detail)
+
+
+def _check_requirements(
+    plugin_settings: dict[str, PluginSettings], catalogue: Components, source: str
+) -> None:
+    """Refuse an enabled plugin whose optional libraries are not installed (``requires``)."""
+    for name, settings in plugin_settings.items():
+        if not settings.enabled:
+            continue
+        for module, install in catalogue.plugins[name].requires.items():
+            if not importable(module):
+                detail = f"needs the package {module}, which is not installed ({install})"
+                raise RecipeError(f"{source}: plugins.{name}: {detail}", f"plugins.{name}", detail)
+
+
+def importable(module: str) -> bool:
+    """Whether ``module`` can be imported here (found without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def gives_loss(plugin: type[Plugin]) -> bool:
+    """Whether ``plugin`` implements the hook that returns loss terms."""
+    return _MARKERS.parse_hookimpl_opts(plugin, LOSS_HOOK) is not None
 
 
 def _provider_settings(
@@ -417,7 +472,11 @@ def parse_literal(text: str) -> Any:
 
 
 def apply_override(raw: dict[str, Any], override: str, where: str) -> None:
-    """Apply ``dotted.key=value`` to the raw recipe dict (validated afterwards)."""
+    """Apply ``dotted.key=value`` to the raw recipe dict (validated afterwards).
+
+    A table value is merged into the table already there, so ``--set 'train={epochs=1}'``
+    after ``--set train.threads=1`` keeps the threads and every other training setting.
+    """
     key, sep, value_text = override.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -436,10 +495,32 @@ def apply_override(raw: dict[str, Any], override: str, where: str) -> None:
             prefix = ".".join(parts[: depth + 1])
             raise RecipeError(f"{where}: '{prefix}' is a value, not a table")
         node = child
-    node[parts[-1]] = value
+    current = node.get(parts[-1])
+    if isinstance(value, dict) and isinstance(current, dict):
+        merge_table(current, value)  # ``train={epochs=1}`` changes epochs, keeps the rest
+    else:
+        node[parts[-1]] = value
+
+
+def merge_table(table: dict[str, Any], changes: dict[str, Any]) -> None:
+    """Apply a table override key by key, into nested tables too (as Hydra merges)."""
+    for key, value in changes.items():
+        current = table.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            merge_table(current, value)
+        else:
+            table[key] = value
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+#: Characters JSON leaves as they are: DEL (which TOML refuses in a string), the C1
+#: controls and Unicode's invisible marks (which a terminal showing the file acts on).
+_RAW_CONTROLS = re.compile("[\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _unicode_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match[0]):04x}"
+
 
 # --- writing --------------------------------------------------------------------------
 
@@ -473,7 +554,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):  # JSON's escapes are TOML's: quotes, backslashes, newlines
-        return json.dumps(value, ensure_ascii=False)
+        return _RAW_CONTROLS.sub(_unicode_escape, json.dumps(value, ensure_ascii=False))
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, dict):  # a table inside an array: inline

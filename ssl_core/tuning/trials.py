@@ -37,7 +37,6 @@ from ssl_core.engine.outputs import RECIPE_NAME, SUMMARY_NAME, atomic_write_text
 from ssl_core.errors import RecipeError, SslrunError
 from ssl_core.experiments.folders import (
     PlannedRun,
-    clear_failed_start,
     find_launcher,
     folder_state,
 )
@@ -524,7 +523,6 @@ class Scheduler:
             self.launcher.prepare([run.job for _, run in batch])
             self.prepared = True
         for work, run in batch:
-            clear_failed_start(run)
             self.running[pool.submit(self.launcher.launch, run.job)] = (work, run)
 
     def next_run(self) -> tuple[TrialWork, PlannedRun] | None:
