@@ -132,47 +132,76 @@ def run(args: argparse.Namespace) -> int:
 # --- diagnose -------------------------------------------------------------------------
 
 
-def predictions(model: nn.Module, x: Tensor, batch_size: int, batch_stats: bool) -> Tensor:
+def predictions(
+    model: nn.Module, x: Tensor, batch_size: int, batch_stats: bool, beside: Tensor | None = None
+) -> Tensor:
     """Predicted classes of ``x``, normalised with running or with batch statistics.
 
     ``batch_stats`` scores a copy whose batch norms are in training mode (every other
     layer in evaluation mode: no noise), in batches of ``batch_size``: the statistics
-    every unlabeled pass of training normalises with.
+    every unlabeled pass of training normalises with. ``beside`` (a labeled batch) joins
+    every such batch, as the supervised plugin's joint forward does; its rows are dropped.
     """
     scored = copy.deepcopy(model).eval()
     if batch_stats:
         for bn in batch_norms(scored):
             bn.train()
     with torch.no_grad():
-        return torch.cat([scored(chunk).argmax(1) for chunk in x.split(batch_size)])
+        if beside is None:
+            return torch.cat([scored(chunk).argmax(1) for chunk in x.split(batch_size)])
+        joint = (scored(torch.cat([beside, chunk]))[len(beside) :] for chunk in x.split(batch_size))
+        return torch.cat([logits.argmax(1) for logits in joint])
 
 
-def diagnose(folder: Path) -> dict[str, dict[str, float]]:
+#: Nearest validation images (pixel space) asked about each labeled image.
+NEIGHBOURS = 10
+
+
+def diagnose(folder: Path) -> dict[str, dict[str, object]]:
     """Under each normalisation: validation accuracy, the most-predicted class's share of
-    the validation images, and the accuracy on the labeled images themselves (a network
-    that fits every labeled image but scores below chance has mapped whole clusters to
-    the wrong classes)."""
+    the validation images, the accuracy on the labeled images themselves (a network that
+    fits every labeled image but scores below chance has mapped whole clusters to the
+    wrong classes), where each digit goes (the confusion matrix, rows true classes), and
+    whether a labeled image's nearest validation images get its label (``neighbours``:
+    the share that do; ``neighbours_same_digit``: the share that are its digit)."""
     catalogue = Catalogue.discover()
     run = build_run(load_recipe(folder / RECIPE_NAME, catalogue), catalogue, out_dir=folder)
     restore_for_evaluation(run)
     spec, data = run.recipe.train, run.data
+    repeats = -(-spec.labeled_batch // len(data.labeled_x))
+    labeled_batch = data.labeled_x.repeat(repeats, *[1] * (data.labeled_x.dim() - 1))
     chosen = {
-        "running statistics (labeled passes)": (run.classifier, False),
+        "running statistics (labeled passes)": (run.classifier, False, None),
         "re-estimated over unlabeled images": (
             evaluation_models(run.classifier, data, run.recipe)[""],
             False,
+            None,
         ),
-        "batch statistics of unlabeled-size batches": (run.classifier, True),
+        "batch statistics of unlabeled-size batches": (run.classifier, True, None),
+        "batch statistics beside the labeled batch (the joint pass)": (
+            run.classifier,
+            True,
+            labeled_batch[: spec.labeled_batch],
+        ),
     }
-    found = {}
-    for label, (model, batch_stats) in chosen.items():
-        predicted = predictions(model, data.val_x, spec.unlabeled_batch, batch_stats)
-        counts = torch.bincount(predicted, minlength=int(data.val_y.max()) + 1)
-        fitted = predictions(model, data.labeled_x, spec.unlabeled_batch, batch_stats)
+    k = int(data.val_y.max()) + 1
+    distances = torch.cdist(data.labeled_x.flatten(1), data.val_x.flatten(1))
+    nearest = distances.topk(NEIGHBOURS, largest=False).indices  # (labeled, NEIGHBOURS)
+    same_digit = (data.val_y[nearest] == data.labeled_y[:, None]).float().mean()
+    found: dict[str, dict[str, object]] = {}
+    for label, (model, batch_stats, beside) in chosen.items():
+        predicted = predictions(model, data.val_x, spec.unlabeled_batch, batch_stats, beside)
+        counts = torch.bincount(predicted, minlength=k)
+        fitted = predictions(model, data.labeled_x, spec.unlabeled_batch, batch_stats, beside)
+        confusion = torch.zeros(k, k, dtype=torch.long)
+        confusion.index_put_((data.val_y, predicted), torch.ones_like(predicted), accumulate=True)
         found[label] = {
             "val_acc": float((predicted == data.val_y).float().mean()),
             "top_class_share": float(counts.max()) / len(predicted),
             "labeled_acc": float((fitted == data.labeled_y).float().mean()),
+            "confusion": confusion.tolist(),
+            "neighbours": float((predicted[nearest] == data.labeled_y[:, None]).float().mean()),
+            "neighbours_same_digit": float(same_digit),
         }
     return found
 
@@ -226,21 +255,55 @@ def diagnosis_table(results: Path) -> str:
     diagnosed = sorted(results.glob(f"*/seed-*/{DIAGNOSIS_NAME}"))
     if not diagnosed:
         return "No run diagnosed yet."
-    labels = list(json.loads(diagnosed[0].read_text()))
+    found = {path: json.loads(path.read_text()) for path in diagnosed}
+    labels = list(dict.fromkeys(label for scores in found.values() for label in scores))
     rows = [
         "| setting | seed | " + " | ".join(labels) + " |",
         "| --- | --- |" + " --- |" * len(labels),
     ]
-    for path in diagnosed:
-        found = json.loads(path.read_text())
+    for path, scores in found.items():
         cells = [
-            f"{100 * found[k]['val_acc']:.2f} ({100 * found[k]['top_class_share']:.0f}%,"
-            f" {100 * found[k]['labeled_acc']:.0f}%)"
+            f"{100 * scores[k]['val_acc']:.2f} ({100 * scores[k]['top_class_share']:.0f}%,"
+            f" {100 * scores[k]['labeled_acc']:.0f}%)"
+            if k in scores
+            else "–"
             for k in labels
         ]
         setting, seed = path.parent.parent.name, path.parent.name.removeprefix("seed-")
         rows.append(f"| {setting} | {seed} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+#: The normalisation the digit table reads (every one gives the same picture).
+RUNNING = "running statistics (labeled passes)"
+
+
+def digits_table(results: Path) -> str:
+    """Where each digit's validation images go, and whether labeled images are islands."""
+    rows = [
+        "| setting | seed | val % | "
+        + " | ".join(f"{d} →" for d in range(10))
+        + " | neighbours given the label | neighbours of the same digit |",
+        "| --- | --- | --- |" + " --- |" * 12,
+    ]
+    for path in sorted(results.glob(f"*/seed-*/{DIAGNOSIS_NAME}")):
+        scores = json.loads(path.read_text()).get(RUNNING, {})
+        if "confusion" not in scores:
+            continue
+        confusion = torch.tensor(scores["confusion"], dtype=torch.float64)
+        goes = [
+            f"{int(row.argmax())} ({100 * float(row.max() / row.sum()):.0f}%)" for row in confusion
+        ]
+        setting, seed = path.parent.parent.name, path.parent.name.removeprefix("seed-")
+        near, same = scores["neighbours"], scores["neighbours_same_digit"]
+        cells = [
+            f"{100 * scores['val_acc']:.1f}",
+            *goes,
+            f"{100 * near:.0f}%",
+            f"{100 * same:.0f}%",
+        ]
+        rows.append(f"| {setting} | {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) if len(rows) > 2 else "No run diagnosed with its confusion matrix yet."
 
 
 def seed_text(results: Path) -> str:
@@ -280,6 +343,17 @@ def report(args: argparse.Namespace) -> int:
         f" --seeds {seeds}` from the runs' checkpoints.",
         "",
         diagnosis_table(args.results),
+        "",
+        "### Where each digit goes: clusters with the wrong label",
+        "",
+        "For runs diagnosed with their confusion matrix: the class most validation images of"
+        " each digit get (and its share), with the running statistics; then, over the"
+        f" {NEIGHBOURS} validation images nearest (in pixels) to each labeled image, the"
+        " share given that labeled image's label, and the share that are its digit."
+        " `fat20-jointbn-rerun` is fat20-jointbn's seed 2 trained again on another CPU"
+        " (its committed run's checkpoint was not kept).",
+        "",
+        digits_table(args.results),
     ]
     write_section(
         "paper_ablations", "MNIST-20 at the protocol: one change at a time", "\n".join(body)
