@@ -109,6 +109,13 @@ def test_ablation_changes_one_setting_and_scores_validation(
     assert all(0 < v["top_class_share"] <= 1 for v in found.values())
     assert all(0 <= v["labeled_acc"] <= 1 for v in found.values())
     assert "| vat20-eps0.3 | 1 |" in ablations.diagnosis_table(tmp_path / "kept")
+    for scores in found.values():  # the confusion matrix is the accuracy, class by class
+        confusion = scores["confusion"]
+        assert sum(map(sum, confusion)) == 1000  # every validation image, once
+        diagonal = sum(confusion[k][k] for k in range(len(confusion)))
+        assert diagonal / 1000 == pytest.approx(scores["val_acc"])
+        assert 0 <= scores["neighbours"] <= 1 and 0 < scores["neighbours_same_digit"] <= 1
+    assert "| vat20-eps0.3 | 1 |" in ablations.digits_table(tmp_path / "kept")
 
 
 def test_ablation_report_names_the_committed_seeds(
