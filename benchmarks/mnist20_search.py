@@ -4,6 +4,7 @@ chose its own (§5.1), with ``sslrun tune``.
     python benchmarks/mnist20_search.py search fat --trials 40 --jobs 2   # hours on a CPU
     python benchmarks/mnist20_search.py keep fat      # small files into docs/results/tune/
     python benchmarks/mnist20_search.py chosen fat    # recipes/paper/fat_mnist20_tuned.toml
+    python benchmarks/mnist20_search.py report        # docs/results.md section
 
 ``search`` runs (or continues) the study of ``recipes/paper/METHOD_mnist20.toml`` over
 ``recipes/spaces/METHOD_mnist20.toml`` in ``tunes/mnist20-METHOD``: a 10,000-image
@@ -25,13 +26,17 @@ import shutil
 import sys
 from pathlib import Path
 
+import optuna
+from results_md import write_section
+
 from ssl_core.cli.sweep_commands import interrupt_on_sigterm
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.experiments.grid import parse_seeds
 from ssl_core.recipe.spec import dump_toml, read_toml
 from ssl_core.tuning.folder import MANIFEST_NAME
-from ssl_core.tuning.report import BEST_TOML, manifest_parameters
+from ssl_core.tuning.report import BEST_TOML, manifest_parameters, report_folder, shown
 from ssl_core.tuning.space import load_space, put, toml_text
+from ssl_core.tuning.study import load_study, open_storage
 from ssl_core.tuning.trials import TrialEnd, TuneInterrupted, TuneSpec, TuneWatcher, run_study
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,6 +160,74 @@ def chosen(args: argparse.Namespace) -> int:
     return 0
 
 
+def report(args: argparse.Namespace) -> int:
+    """docs/results.md, section ``mnist20_search``: each study as kept in git."""
+    lines = [
+        "Studies of `benchmarks/mnist20_search.py search METHOD` (docs/tuning.md): the protocol"
+        f" recipe with a {VALIDATION:,}-image validation split held out of the training set,"
+        f" every trial trained on seeds {SEEDS} (three labeled draws), {EPOCHS['fat']} epochs"
+        f" of 500 updates for FAT and {EPOCHS['vat']} for VAT (the protocol runs of FAT-20"
+        " reach their final accuracy within 4 epochs; VAT-20's drift for longer), the"
+        " protocol's learning-rate schedule, TPE and the median pruner after 2 epochs."
+        " Objective: mean final validation accuracy; test accuracy recorded, never used to"
+        " choose (the best trial's is labelled). Studies continue where they stopped; the"
+        " first trials ran on one H200 (12 runs at a time under MPS), later ones on the CPU,"
+        " with the same recipe and precision (fp32). Kept in `docs/results/tune/`.\n",
+    ]
+    for method in sorted(EPOCHS):
+        kept = KEPT / f"{method}20"
+        if not (kept / MANIFEST_NAME).is_file():
+            continue
+        study = report_folder(kept)
+        counts = {state: sum(r.state == state for r in study.rows) for state in STATES}
+        told = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        lines += [f"### {method.upper()}, MNIST-20: {len(study.rows)} trials ({told})", ""]
+        best = study.best
+        if best is None:
+            lines += ["No complete trial yet.", ""]
+            continue
+        lines += [
+            f"Best validated trial: {best.number}, validation"
+            f" {100 * (best.val_mean or 0):.2f} ± {100 * (best.val_std or 0):.2f}% (test"
+            f" {100 * (best.test_mean or 0):.2f}%, best on validation, not chosen by test).",
+            "",
+            "| parameter | chosen | importance |",
+            "| --- | --- | --- |",
+        ]
+        importances = study_importances(kept)
+        for key, value in best.values.items():
+            weight = f"{importances[key]:.2f}" if key in importances else "–"
+            lines.append(f"| `{key}` | `{shown(value)}` | {weight} |")
+        complete = [r for r in study.rows if r.state == "complete" and r.val_mean is not None]
+        ranked = sorted(complete, key=lambda r: -(r.val_mean or 0))
+        spread = ", ".join(f"{100 * (r.val_mean or 0):.1f}" for r in ranked[:5])
+        lines += [
+            "",
+            f"Top five complete trials on validation (%): {spread}. Figures:"
+            f" `docs/results/tune/{method}20/history.png`, `importances.png`,"
+            " `parameters.png`; every trial in `trials.md`.",
+            "",
+        ]
+    write_section("mnist20_search", "MNIST-20: settings chosen on validation", "\n".join(lines))
+    print("wrote section mnist20_search of docs/results.md")
+    return 0
+
+
+STATES = ("complete", "pruned", "failed", "running")
+
+
+def study_importances(kept: Path) -> dict[str, float]:
+    """fANOVA importance of each parameter for the study's objective (empty if too few)."""
+    manifest = read_toml(kept / MANIFEST_NAME)
+    study = load_study(
+        open_storage(str(kept / manifest["study"]["storage"])), manifest["study"]["name"]
+    )
+    complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    if len(complete) < 2:
+        return {}
+    return dict(optuna.importance.get_param_importances(study))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -169,8 +242,10 @@ def main() -> int:
     for name, helptext in (("keep", "copy small files into git"), ("chosen", "tuned recipe")):
         sub = commands.add_parser(name, help=helptext)
         sub.add_argument("method", choices=sorted(EPOCHS))
+    commands.add_parser("report", help="docs/results.md section mnist20_search")
     args = parser.parse_args()
-    return {"search": search, "keep": keep, "chosen": chosen}[args.command](args)
+    commands_run = {"search": search, "keep": keep, "chosen": chosen, "report": report}
+    return commands_run[args.command](args)
 
 
 if __name__ == "__main__":
