@@ -163,7 +163,8 @@ def diagnose(folder: Path) -> dict[str, dict[str, object]]:
     fits every labeled image but scores below chance has mapped whole clusters to the
     wrong classes), where each digit goes (the confusion matrix, rows true classes), and
     whether a labeled image's nearest validation images get its label (``neighbours``:
-    the share that do; ``neighbours_same_digit``: the share that are its digit)."""
+    the share that do; ``neighbours_same_digit``: the share that are its digit;
+    ``nearest_distance``: the median distance to the nearest one, in pixel norm like ε)."""
     catalogue = Catalogue.discover()
     run = build_run(load_recipe(folder / RECIPE_NAME, catalogue), catalogue, out_dir=folder)
     restore_for_evaluation(run)
@@ -186,7 +187,9 @@ def diagnose(folder: Path) -> dict[str, dict[str, object]]:
     }
     k = int(data.val_y.max()) + 1
     distances = torch.cdist(data.labeled_x.flatten(1), data.val_x.flatten(1))
-    nearest = distances.topk(NEIGHBOURS, largest=False).indices  # (labeled, NEIGHBOURS)
+    closest = distances.topk(NEIGHBOURS, largest=False)
+    nearest = closest.indices  # (labeled, NEIGHBOURS)
+    reach = float(closest.values[:, 0].median())  # pixel norm, as VAT's ε is measured
     same_digit = (data.val_y[nearest] == data.labeled_y[:, None]).float().mean()
     found: dict[str, dict[str, object]] = {}
     for label, (model, batch_stats, beside) in chosen.items():
@@ -202,6 +205,7 @@ def diagnose(folder: Path) -> dict[str, dict[str, object]]:
             "confusion": confusion.tolist(),
             "neighbours": float((predicted[nearest] == data.labeled_y[:, None]).float().mean()),
             "neighbours_same_digit": float(same_digit),
+            "nearest_distance": reach,
         }
     return found
 
@@ -283,8 +287,8 @@ def digits_table(results: Path) -> str:
     rows = [
         "| setting | seed | val % | "
         + " | ".join(f"{d} →" for d in range(10))
-        + " | neighbours given the label | neighbours of the same digit |",
-        "| --- | --- | --- |" + " --- |" * 12,
+        + " | neighbours given the label | neighbours of the same digit | nearest at |",
+        "| --- | --- | --- |" + " --- |" * 13,
     ]
     for path in sorted(results.glob(f"*/seed-*/{DIAGNOSIS_NAME}")):
         scores = json.loads(path.read_text()).get(RUNNING, {})
@@ -301,6 +305,7 @@ def digits_table(results: Path) -> str:
             *goes,
             f"{100 * near:.0f}%",
             f"{100 * same:.0f}%",
+            f"{scores['nearest_distance']:.1f}" if "nearest_distance" in scores else "–",
         ]
         rows.append(f"| {setting} | {seed} | " + " | ".join(cells) + " |")
     return "\n".join(rows) if len(rows) > 2 else "No run diagnosed with its confusion matrix yet."
@@ -349,7 +354,8 @@ def report(args: argparse.Namespace) -> int:
         "For runs diagnosed with their confusion matrix: the class most validation images of"
         " each digit get (and its share), with the running statistics; then, over the"
         f" {NEIGHBOURS} validation images nearest (in pixels) to each labeled image, the"
-        " share given that labeled image's label, and the share that are its digit."
+        " share given that labeled image's label, the share that are its digit, and the"
+        " median distance to the nearest one (pixel norm, as ε and C are measured)."
         " `fat20-jointbn-rerun` is fat20-jointbn's seed 2 trained again on another CPU"
         " (its committed run's checkpoint was not kept).",
         "",
