@@ -24,7 +24,7 @@ from optuna.trial import TrialState, create_trial
 from ssl_core.api.launcher import Launcher, LauncherSettings, RunJob
 from ssl_core.cli.app import main
 from ssl_core.errors import RecipeError
-from ssl_core.recipe.spec import dump_toml, load_recipe
+from ssl_core.recipe.spec import dump_toml, load_recipe, read_toml
 from ssl_core.tuning.folder import MANIFEST_NAME, TuneLock
 from ssl_core.tuning.report import BEST_TOML, TRIALS_CSV, TRIALS_MD, report_folder
 from ssl_core.tuning.space import load_space
@@ -178,6 +178,24 @@ def test_a_study_of_another_setup_is_refused_in_its_folder(tmp_path, base, catal
     run_study(spec_of(tmp_path, base, space, trials=1), catalogue, launcher=InProcess())
     with pytest.raises(RecipeError, match=r"holds a study of another setup \(study.seeds"):
         run_study(spec_of(tmp_path, base, space, seeds=[1, 2]), catalogue, launcher=InProcess())
+
+
+def test_a_study_started_before_a_setting_existed_continues(tmp_path, base, catalogue):
+    """A setting added to sslrun since the study began is not a change of setup (its
+    default is what the recorded trials ran with); moving a recorded one still is."""
+    space = space_file(tmp_path, '"optim.lr" = { low = 0.001, high = 0.1, log = true }\n')
+    run_study(spec_of(tmp_path, base, space, trials=1), catalogue, launcher=InProcess())
+    path = tmp_path / "tune" / MANIFEST_NAME
+    recorded = read_toml(path)
+    del recorded["base"]["train"]["deterministic"]  # as written before the setting existed
+    path.write_text(dump_toml(recorded), encoding="utf-8")
+    again = InProcess()
+    run_study(spec_of(tmp_path, base, space, trials=2), catalogue, launcher=again)
+    assert [job.folder.parent.name for job in again.launched] == ["trial-0001"]
+    recorded["base"]["train"]["epochs"] += 1
+    path.write_text(dump_toml(recorded), encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"another setup \(base: train.epochs"):
+        run_study(spec_of(tmp_path, base, space, trials=3), catalogue, launcher=InProcess())
 
 
 def test_a_failing_trial_is_failed_with_its_message_and_the_study_goes_on(

@@ -15,7 +15,7 @@ from typing import Any
 
 from ssl_core.engine.outputs import atomic_write_text
 from ssl_core.errors import RecipeError
-from ssl_core.recipe.spec import dump_toml, first_difference, read_toml
+from ssl_core.recipe.spec import ResolvedRecipe, dump_toml, first_difference, read_toml
 
 MANIFEST_NAME = "tune.toml"
 JOURNAL_NAME = "study.journal"
@@ -23,6 +23,8 @@ LOCK_NAME = ".tune.lock"
 TRIALS_DIR = "trials"
 #: Tables of ``tune.toml`` a continued study may change: how many trials, how they run.
 MAY_CHANGE = ("run",)
+#: The table of ``tune.toml`` holding the resolved base recipe.
+BASE_TABLE = "base"
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -32,14 +34,23 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return read_toml(path)
 
 
-def write_or_check_manifest(folder: Path, wanted: dict[str, Any]) -> None:
-    """Write ``tune.toml`` for a new study; refuse to continue one of another setup."""
+def write_or_check_manifest(folder: Path, wanted: dict[str, Any], base: ResolvedRecipe) -> None:
+    """Write ``tune.toml`` for a new study; refuse to continue one of another setup.
+
+    The recorded base recipe is compared as a run's recipe is on resume
+    (:meth:`ResolvedRecipe.difference`): a setting added to sslrun since the study
+    started differs only when this study moves it off its default.
+    """
     path = folder / MANIFEST_NAME
     if path.is_file():
         recorded = read_toml(path)
-        keep = {key: value for key, value in recorded.items() if key not in MAY_CHANGE}
-        now = {key: value for key, value in wanted.items() if key not in MAY_CHANGE}
+        skip = {*MAY_CHANGE, BASE_TABLE}
+        keep = {key: value for key, value in recorded.items() if key not in skip}
+        now = {key: value for key, value in wanted.items() if key not in skip}
         difference = first_difference(keep, now)
+        if difference is None:
+            changed = base.difference(recorded.get(BASE_TABLE, {}))
+            difference = None if changed is None else f"{BASE_TABLE}: {changed}"
         if difference is not None:
             raise RecipeError(
                 f"{folder}: holds a study of another setup ({difference});"

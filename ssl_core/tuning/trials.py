@@ -42,7 +42,13 @@ from ssl_core.experiments.folders import (
 )
 from ssl_core.experiments.launch import failure_message
 from ssl_core.recipe.spec import ResolvedRecipe, apply_override, dump_toml, load_recipe, read_toml
-from ssl_core.tuning.folder import JOURNAL_NAME, TRIALS_DIR, TuneLock, write_or_check_manifest
+from ssl_core.tuning.folder import (
+    BASE_TABLE,
+    JOURNAL_NAME,
+    TRIALS_DIR,
+    TuneLock,
+    write_or_check_manifest,
+)
 from ssl_core.tuning.report import Report, write_report
 from ssl_core.tuning.space import Parameter, check_space, put
 from ssl_core.tuning.study import (
@@ -185,7 +191,7 @@ def manifest(spec: TuneSpec, base: ResolvedRecipe) -> dict[str, Any]:
             "disable": list(spec.disable),
         },
         "space": {parameter.key: space_table(parameter) for parameter in spec.parameters},
-        "base": base.to_dict(),
+        BASE_TABLE: base.to_dict(),
         "run": {
             "trials": spec.trials,
             "jobs": spec.jobs or 0,
@@ -435,7 +441,7 @@ def run_study(
     except OSError as exc:
         raise RecipeError(f"--out {spec.folder}: cannot write there ({exc.strerror})") from None
     with TuneLock(spec.folder):
-        write_or_check_manifest(spec.folder, manifest(spec, base))
+        write_or_check_manifest(spec.folder, manifest(spec, base), base)
         storage = open_storage(spec.storage_location)
         seeds = spec.seeds if spec.seeds is not None else [base.recipe.seed]
         pruner = pruner_description(spec.pruner, spec.pruner_warmup, base.recipe.train.epochs)
