@@ -12,16 +12,15 @@ import json
 import os
 import shlex
 import sys
-import types
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from typer.core import TyperArgument
 
 from ssl_core.cli import sweep_commands
 from ssl_core.cli.progress import output_console
+from ssl_core.cli.usage import use_plain_commands
 from ssl_core.engine.active import TRACE_ENV
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.distributed import is_lost_rank
@@ -250,8 +249,8 @@ def main(argv: list[str] | None = None) -> Any:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and not args[0].startswith("-") and args[0] not in COMMANDS:
         args.insert(0, "train")
+    use_plain_commands(app)
     command = typer.main.get_command(app)
-    plain_usage(command)
     if not args:
         args = ["--help"]
     try:
@@ -275,19 +274,6 @@ def main(argv: list[str] | None = None) -> Any:
             message, code = f"unexpected {type(exc).__name__}: {exc}", 1
         _fail(message, code)
     return 0
-
-
-def plain_usage(command: Any) -> None:
-    """Arguments by their plain names in usage and help (``RECIPE``, not ``{RECIPE} <path>``)."""
-    for sub in getattr(command, "commands", {}).values():
-        plain_usage(sub)
-    for param in command.params:
-        if isinstance(param, TyperArgument):
-            shown = param.metavar if param.required else f"[{param.metavar}]"
-            # typer's own usage wraps arguments in braces and adds their type
-            usage = types.MethodType(lambda self, shown=shown: shown, param)
-            param._usage_display_name = usage  # type: ignore[method-assign]
-            param.display_type = types.MethodType(lambda self, ctx: None, param)  # type: ignore[method-assign]
 
 
 def _fail(message: str, code: int) -> None:

@@ -53,7 +53,10 @@ err_console = output_console(stderr=True)
 
 TargetOption = Annotated[
     float | None,
-    typer.Option(help="also report the epochs to reach this test accuracy (a fraction: 0.98)"),
+    typer.Option(
+        metavar="FRACTION",
+        help="also report the epochs to reach this test accuracy (a fraction: 0.98)",
+    ),
 ]
 
 
@@ -66,42 +69,65 @@ def register(app: typer.Typer) -> None:
 def sweep(
     paths: Annotated[
         list[Path],
-        typer.Argument(help="recipe TOML file(s), or one sweep file", show_default=False),
+        typer.Argument(
+            metavar="PATHS", help="recipe TOML file(s), or one sweep file", show_default=False
+        ),
     ],
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="key=VALUE fixes a key; key=V1,V2,... sweeps it (repeatable)"),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="key=VALUE fixes a key; key=V1,V2,... sweeps it (repeatable)",
+        ),
     ] = None,
     disable: Annotated[
-        list[str] | None, typer.Option(help="switch off the named plugin in every run")
+        list[str] | None,
+        typer.Option(metavar="PLUGIN", help="switch off the named plugin in every run"),
     ] = None,
     disable_each: Annotated[
         list[str] | None,
-        typer.Option(help="a,b: all enabled, then one setting with each of a, b switched off"),
+        typer.Option(
+            metavar="A,B",
+            help="a,b: all enabled, then one setting with each of a, b switched off",
+        ),
     ] = None,
-    seeds: Annotated[str | None, typer.Option(help="seeds: 1-5, 1,3,7 or 1-3,9")] = None,
+    seeds: Annotated[
+        str | None, typer.Option(metavar="SEEDS", help="seeds: 1-5, 1,3,7 or 1-3,9")
+    ] = None,
     jobs: Annotated[
-        int | None, typer.Option(help="runs at a time (default: 1 locally, the launcher's)")
+        int | None,
+        typer.Option(metavar="N", help="runs at a time (default: 1 locally, the launcher's)"),
     ] = None,
     target: TargetOption = None,
     name: Annotated[
-        str | None, typer.Option(help="sweep folder name (default: the recipe file's name)")
+        str | None,
+        typer.Option(metavar="NAME", help="sweep folder name (default: the recipe file's name)"),
     ] = None,
     order: Annotated[
         str | None,
-        typer.Option(help="launch order: 'setting' (default) or 'seed' (first seeds first)"),
+        typer.Option(
+            metavar="ORDER", help="launch order: 'setting' (default) or 'seed' (first seeds first)"
+        ),
     ] = None,
     launcher: Annotated[
         str | None,
-        typer.Option(help="what starts the runs: local (default), ray, slurm or a plugin's"),
+        typer.Option(
+            metavar="NAME", help="what starts the runs: local (default), ray, slurm or a plugin's"
+        ),
     ] = None,
     launcher_set: Annotated[
         list[str] | None,
-        typer.Option(help="KEY=VALUE for the launcher (ray: address; slurm: partition ...)"),
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="KEY=VALUE for the launcher (ray: address; slurm: partition ...)",
+        ),
     ] = None,
-    root: Annotated[Path, typer.Option(help="where sweep folders go")] = Path("sweeps"),
-    data_dir: Annotated[str | None, typer.Option(help="data folder")] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress display")] = False,
+    root: Annotated[Path, typer.Option(metavar="DIR", help="where sweep folders go")] = Path(
+        "sweeps"
+    ),
+    data_dir: Annotated[str | None, typer.Option(metavar="DIR", help="data folder")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress display")] = False,
 ) -> None:
     """Train a grid of settings × seeds (skipping finished runs) and tabulate mean ± std."""
     spec = spec_from_command_line(
@@ -167,14 +193,19 @@ def interrupt_on_sigterm() -> Iterator[None]:
 def report(
     run_dirs: Annotated[
         list[Path],
-        typer.Argument(help="run folders, or folders holding them (a sweep)", show_default=False),
+        typer.Argument(
+            metavar="FOLDERS",
+            help="run folders, or folders holding them (a sweep)",
+            show_default=False,
+        ),
     ],
     target: TargetOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="where to write table.md, table.csv and plots (default: the folder"
-            " given, or the folders' common parent)"
+            " given, or the folders' common parent)",
         ),
     ] = None,
 ) -> None:
