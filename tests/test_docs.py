@@ -145,10 +145,13 @@ def run_line(line: str, folder: Path, env: dict[str, str], capsys) -> tuple[int,
 
 
 def check_without_running(line: str) -> None:
-    """What an install or GPU line names exists (an example folder, a script)."""
-    for word in shlex.split(line):
+    """What an install or GPU line names exists (an example folder, a script, constraints)."""
+    words = shlex.split(line)
+    for word, following in zip(words, [*words[1:], ""], strict=True):
         if word.startswith(("examples/", "benchmarks/")):
             assert (REPO / word).exists(), f"`{line}`: {word} does not exist"
+        if word in ("-c", "--constraint"):
+            assert (REPO / following).is_file(), f"`{line}`: {following} does not exist"
     if line.startswith("bash "):
         script = REPO / shlex.split(line)[1]
         assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
