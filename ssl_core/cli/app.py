@@ -19,12 +19,12 @@ import typer
 from rich.table import Table
 
 from ssl_core.cli import sweep_commands
-from ssl_core.cli.progress import output_console
+from ssl_core.cli.progress import output_console, summary_table
 from ssl_core.cli.usage import use_plain_commands
 from ssl_core.engine.active import TRACE_ENV
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.distributed import is_lost_rank
-from ssl_core.errors import SslrunError
+from ssl_core.errors import DataError, SslrunError
 
 app = typer.Typer(
     add_completion=False,
@@ -137,7 +137,8 @@ def resume(
             " (add epochs with --set train.epochs=N)",
             highlight=False,
         )
-        quiet = True
+        if not quiet:
+            console.print(summary_table(summary))
     _print_summary(summary, quiet)
 
 
@@ -158,21 +159,39 @@ def validate(
     disable: DisableOption = None,
     seed: SeedOption = None,
     data_dir: DataDirOption = None,
+    no_data: Annotated[
+        bool,
+        typer.Option(
+            "--no-data",
+            help="read no data: build the model and plugins for the dataset's declared shape",
+        ),
+    ] = False,
 ) -> None:
     """Check a recipe as train would (data, model, plugins built) and print it resolved."""
     from ssl_core.cli.session import check_recipe
 
     overrides = list(set_ or []) + ([f"seed={seed}"] if seed is not None else [])
-    resolved, warnings = check_recipe(
-        recipe, _catalogue(), overrides, list(disable or []), data_dir
-    )
+    try:
+        resolved, warnings = check_recipe(
+            recipe, _catalogue(), overrides, list(disable or []), data_dir, no_data
+        )
+    except DataError as exc:
+        if no_data:
+            raise
+        raise DataError(f"{exc}; `sslrun validate --no-data` checks the rest") from None
     for warning in warnings:
         err_console.print(f"warning: {warning}", highlight=False, markup=False)
     from ssl_core.recipe.spec import dump_toml
 
     console.print(dump_toml(resolved.to_dict()), highlight=False, markup=False, soft_wrap=True)
+    checked = (
+        "recipe, model and plugins' setup for the dataset's declared shape; no data read"
+        if no_data
+        else "recipe, data, model and plugins' setup"
+    )
     err_console.print(
-        f"{recipe}: valid; plugins enabled: {', '.join(resolved.enabled_plugins)}",
+        f"{recipe}: valid; plugins enabled: {', '.join(resolved.enabled_plugins)}"
+        f" (checked: {checked})",
         highlight=False,
     )
 
@@ -195,8 +214,18 @@ def schema(
 
 
 @app.command()
-def plugins() -> None:
+def plugins(
+    list_hooks: Annotated[
+        bool, typer.Option("--hooks", help="list every hook a plugin may implement instead")
+    ] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="with --hooks: the hook reference as markdown")
+    ] = False,
+) -> None:
     """List installed plugins, datasets, models and launchers: package, version, hooks."""
+    if list_hooks:
+        _print_hooks(markdown)
+        return
     catalogue = _catalogue()
     table = Table(title="sslrun plugins")
     for column in ("kind", "name", "package", "version", "hooks"):
@@ -218,6 +247,21 @@ def plugins() -> None:
                 "broken", module.entry_point, module.distribution, module.version, module.error
             )
     console.print(table)
+
+
+def _print_hooks(markdown: bool) -> None:
+    """Every hook: its arguments, what it returns, when it is called (docs/hooks.md)."""
+    from ssl_core.engine.hook_reference import hook_reference, hook_table
+
+    if markdown:
+        print(hook_reference(), end="")
+        return
+    table = Table(title="sslrun hooks (docs/hooks.md: arguments, examples)")
+    for column in ("hook", "kind", "returns", "when"):
+        table.add_column(column, overflow="fold")
+    for row in hook_table():
+        table.add_row(*row)
+    console.print(table, markup=False)
 
 
 def implemented_hooks(component: type) -> list[str]:

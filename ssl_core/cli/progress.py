@@ -127,19 +127,24 @@ class RichReporter(Reporter):
     def finish(self, summary: dict[str, Any]) -> None:
         if self.progress is not None:
             self.progress.stop()
-        table = Table(title=f"sslrun: {summary.get('name', '')}")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for key, value in summary.items():
-            if isinstance(value, (int, float, str)) and key != "name":
-                table.add_row(key, _fmt(value))
-        self.results.print(table)
+        self.results.print(summary_table(summary))
 
     def message(self, text: str) -> None:
         self.console.print(text, highlight=False)
 
     def result(self, text: str) -> None:
         self.results.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """A run's summary as the table that ends ``sslrun train`` and ``sslrun resume``."""
+    table = Table(title=f"sslrun: {summary.get('name', '')}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if isinstance(value, (int, float, str)) and key != "name":
+            table.add_row(key, _fmt(value))
+    return table
 
 
 def output_console(stderr: bool = False) -> Console:
