@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 from torch import Tensor
 
 from ssl_core.engine.reporter import Reporter
@@ -48,8 +49,27 @@ class SmoothedRate:
         self._last = None
 
 
+#: The longest run name shown beside the overall bar (the bars keep the rest of the line).
+NAME_WIDTH = 24
+
+
+class TermsProgress(Progress):
+    """Bars, then the loss terms on a line of their own, cut to the terminal's width.
+
+    On the bars' line the terms would leave an 80-column terminal no room for the bars,
+    the step counts and the ETA.
+    """
+
+    terms = ""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        if self.terms:
+            yield Text(self.terms, no_wrap=True, overflow="ellipsis")
+
+
 class RichReporter(Reporter):
-    """An epoch bar (steps, steps/s, elapsed), an overall bar with a smoothed ETA."""
+    """An epoch bar (steps, steps/s, elapsed), an overall bar with a smoothed ETA, the terms."""
 
     def __init__(
         self,
@@ -60,7 +80,7 @@ class RichReporter(Reporter):
         self.console = console or Console(stderr=True)
         self.results = results or output_console()
         self.refresh_every = refresh_every
-        self.progress: Progress | None = None
+        self.progress: TermsProgress | None = None
         self.epoch_task: Any = None
         self.run_task: Any = None
         self.iterations = 0
@@ -70,12 +90,11 @@ class RichReporter(Reporter):
 
     def start(self, name: str, epochs: int, iterations: int, first_epoch: int) -> None:
         self.iterations, self.epochs = iterations, epochs
-        self.progress = Progress(
+        self.progress = TermsProgress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=None),
             MofNCompleteColumn(),
             TextColumn("{task.fields[speed]}"),
-            TextColumn("{task.fields[terms]}"),
             console=self.console,
             transient=True,
         )
@@ -85,7 +104,7 @@ class RichReporter(Reporter):
             f"epoch {first_epoch + 1}/{epochs}", total=iterations, speed="", terms=""
         )
         self.run_task = self.progress.add_task(
-            name,
+            name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…",
             total=epochs * iterations,
             completed=first_epoch * iterations,
             speed="",
@@ -101,7 +120,7 @@ class RichReporter(Reporter):
         now = time.perf_counter()
         self.rate.update(step, now)
         rate = self.rate.rate
-        elapsed = _clock(now - self.started)
+        elapsed = clock(now - self.started)
         self.progress.update(
             self.epoch_task,
             completed=iteration + 1,
@@ -109,8 +128,9 @@ class RichReporter(Reporter):
             speed=f"{rate:.1f} steps/s, {elapsed}" if rate else elapsed,
             terms=_terms(terms),
         )
+        self.progress.terms = self.progress.tasks[0].fields["terms"]
         total = self.epochs * self.iterations
-        eta = f"ETA {_clock((total - step) / rate)}" if rate else "ETA –"
+        eta = f"ETA {clock((total - step) / rate)}" if rate else "ETA –"
         self.progress.update(self.run_task, completed=step, speed=eta)
 
     def epoch(self, metrics: dict[str, Any]) -> None:
@@ -161,7 +181,8 @@ def _terms(terms: Mapping[str, Tensor]) -> str:
     return " ".join(f"{k}={v:.3f}" for k, v in zip(terms, values, strict=True))
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """``1:02:03``: hours, minutes, seconds."""
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,18 +27,18 @@ from rich.progress import (
     SpinnerColumn,
     TaskID,
     TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
 
 from ssl_core.api.launcher import INTERRUPTED_EXIT
-from ssl_core.cli.progress import output_console
+from ssl_core.cli.progress import clock, output_console
 from ssl_core.engine.outputs import SUMMARY_NAME
 from ssl_core.errors import RecipeError, SslrunError, TrainingError
 from ssl_core.experiments.folders import Plan, PlannedRun
 from ssl_core.experiments.grid import spec_from_command_line
 from ssl_core.experiments.launch import Outcome, SweepWatcher
 from ssl_core.experiments.report import (
+    Group,
     Row,
     find_run_folders,
     group_folders,
@@ -46,6 +47,8 @@ from ssl_core.experiments.report import (
     table_columns,
     write_report,
 )
+from ssl_core.experiments.run_progress import read_progress
+from ssl_core.experiments.run_warnings import distinct_warnings
 from ssl_core.experiments.sweep import run_sweep
 
 console = output_console()
@@ -153,6 +156,7 @@ def sweep(
                 " run the same sweep again to resume"
             ) from None
     print_table(result.rows, spec.target, f"sweep {result.plan.folder.name}")
+    print_warnings(result.groups)
     for path in result.written:
         err_console.print(f"wrote {path}", highlight=False, markup=False)
     if result.failed:
@@ -217,8 +221,15 @@ def report(
     if out is None:
         out = Path(os.path.commonpath([path.resolve() for path in run_dirs]))
     print_table(rows, target, "sslrun report")
+    print_warnings(groups)
     for path in write_report(groups, rows, out, target):
         err_console.print(f"wrote {path}", highlight=False, markup=False)
+
+
+def print_warnings(groups: list[Group]) -> None:
+    """Each warning the runs gave, once, with the settings it concerns (after the table)."""
+    for text, labels in distinct_warnings(groups):
+        warn_about(f"{text} ({', '.join(labels)})")
 
 
 def print_table(rows: list[Row], target: float | None, title: str) -> None:
@@ -234,12 +245,24 @@ def print_table(rows: list[Row], target: float | None, title: str) -> None:
 
 
 class RichSweepWatcher(SweepWatcher):
-    """A bar over the runs to do, and one line per run as it ends."""
+    """A bar over the runs to do, a bar per running run (epochs, ETA), a line per end.
+
+    Running runs are other processes: a thread reads their folders every second
+    (:func:`~ssl_core.experiments.run_progress.read_progress`).
+    """
+
+    POLL_SECONDS = 1.0
 
     def __init__(self) -> None:
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.labels: dict[Path, str] = {}
+        self.waiting: dict[Path, PlannedRun] = {}
+        self.run_tasks: dict[Path, TaskID] = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.poller: threading.Thread | None = None
+        self.started_at = 0.0
 
     def start(self, plan: Plan, pending: list[PlannedRun]) -> None:
         self.labels = {
@@ -258,17 +281,47 @@ class RichSweepWatcher(SweepWatcher):
         )
         self.progress = Progress(
             SpinnerColumn(),
-            TextColumn("[bold]runs"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TimeElapsedColumn(),
+            TextColumn("{task.fields[left]}"),
             console=err_console,
         )
         self.progress.start()
-        self.task = self.progress.add_task("runs", total=len(pending))
+        self.task = self.progress.add_task("runs", total=len(pending), left="")
+        self.waiting = {run.folder: run for run in pending}
+        self.started_at = time.time()
+        self.poller = threading.Thread(target=self._poll, name="sweep progress", daemon=True)
+        self.poller.start()
+
+    def _poll(self) -> None:
+        while not self.stopped.wait(self.POLL_SECONDS):
+            self.refresh()
+
+    def refresh(self) -> None:
+        """A bar per run that has started: epochs done of its epochs, and its ETA."""
+        assert self.progress is not None
+        with self.lock:
+            for folder, run in list(self.waiting.items()):
+                state = read_progress(folder, run.log, self.started_at)
+                if state is None:
+                    continue
+                left = f"ETA {clock(state.seconds_left)}" if state.seconds_left else ""
+                if folder not in self.run_tasks:
+                    label = escape(self.labels[folder])
+                    self.run_tasks[folder] = self.progress.add_task(
+                        f"  {label}", total=state.epochs, left=left
+                    )
+                task = self.run_tasks[folder]
+                self.progress.update(task, completed=state.epochs_done, left=left)
 
     def done(self, outcome: Outcome) -> None:
         assert self.progress is not None and self.task is not None
+        with self.lock:
+            self.waiting.pop(outcome.run.folder, None)
+            task = self.run_tasks.pop(outcome.run.folder, None)
+            if task is not None:
+                self.progress.remove_task(task)
         label = escape(self.labels[outcome.run.folder])
         if outcome.ok:
             summary = json.loads((outcome.run.folder / SUMMARY_NAME).read_text())
@@ -283,5 +336,8 @@ class RichSweepWatcher(SweepWatcher):
         self.progress.advance(self.task)
 
     def finish(self) -> None:
+        self.stopped.set()
+        if self.poller is not None:
+            self.poller.join()
         if self.progress is not None:
             self.progress.stop()
