@@ -99,6 +99,7 @@ def sandbox(tmp_path_factory, installed_example) -> tuple[Path, dict[str, str]]:
     return root, env
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("document", DOCS, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_every_command_of_a_document_works_from_the_repository_root(
     document, sandbox, monkeypatch, capsys

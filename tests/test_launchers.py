@@ -157,6 +157,7 @@ def test_launcher_options_parse_and_the_manifest_keeps_them(tmp_path):
     assert spec_from_command_line([sweep_file], launcher="local").launcher_settings == {}
 
 
+@pytest.mark.slow
 def test_a_third_party_launcher_runs_the_sweep(tmp_path, reference):
     class InThisProcess(Launcher):
         """Runs each run in this process through the sslrun command."""
@@ -231,6 +232,7 @@ def ray_cluster(tmp_path_factory) -> Iterator[str]:
             os.environ["RAY_AUTH_MODE"] = previous
 
 
+@pytest.mark.slow
 def test_a_ray_sweep_gives_the_local_table(tmp_path, ray_cluster, reference):
     result = sweep(
         tmp_path, "grid", "ray", settings={"address": ray_cluster}, grid=GRID, seeds=[1, 2]
@@ -243,6 +245,7 @@ def test_a_ray_sweep_gives_the_local_table(tmp_path, ray_cluster, reference):
     assert again.outcomes == []  # finished runs are skipped
 
 
+@pytest.mark.slow
 def test_a_killed_ray_worker_s_run_resumes_on_the_next_sweep(tmp_path, ray_cluster, reference):
     settings = {"address": ray_cluster}
     folder = tmp_path / "long" / "base" / "seed-1"
@@ -266,21 +269,45 @@ def kill_the_worker_after_an_epoch(folder: Path) -> None:
     os.kill(parent_of(lock_holder(folder)), signal.SIGKILL)  # the Ray worker running it
 
 
+def interrupt_the_main_thread() -> None:
+    """Ctrl-C as the sweep's own thread gets it, whatever thread the test runs in.
+
+    A signal sent to the process may land on any of its threads (Ray's among them);
+    the main thread, asleep waiting for the runs, would then not wake until one ends.
+    """
+    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+
+@pytest.mark.slow
 def test_stopping_a_ray_sweep_checkpoints_running_runs_and_starts_no_queued_one(
     tmp_path, ray_cluster
 ):
     settings = {"address": ray_cluster}
     folders = [tmp_path / "stop" / "base" / f"seed-{seed}" for seed in (1, 2, 3)]
+    endless = {**LONG, "train.epochs": 10_000}  # no run can end before the interrupt
+    both_running, over = threading.Event(), threading.Event()
 
     def interrupt_when_two_run() -> None:
-        wait_for(lambda: sum(trained_epochs(f) >= 1 for f in folders) >= 2, "two running runs")
-        os.kill(os.getpid(), signal.SIGINT)
+        def two_run() -> bool:
+            return sum(trained_epochs(f) >= 1 for f in folders) >= 2
+
+        try:
+            wait_for(lambda: over.is_set() or two_run(), "two running runs", 300)
+            if two_run():
+                both_running.set()
+        finally:  # whatever happened, a sweep still going is stopped
+            if not over.is_set():
+                interrupt_the_main_thread()
 
     interrupter = threading.Thread(target=interrupt_when_two_run)
     interrupter.start()
-    with pytest.raises(KeyboardInterrupt):
-        sweep(tmp_path, "stop", "ray", settings=settings, fixed=LONG, seeds=[1, 2, 3])
-    interrupter.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sweep(tmp_path, "stop", "ray", settings=settings, fixed=endless, seeds=[1, 2, 3])
+    finally:
+        over.set()
+        interrupter.join()
+    assert both_running.is_set(), "two runs never ran at once"
     running = [f for f in folders if f.exists()]
     assert len(running) == 2  # two CPUs: the third task was queued and never started
     for folder in running:  # the sweep returned once they had checkpointed and ended
@@ -296,6 +323,7 @@ def submitit_installed() -> None:
     pytest.importorskip("submitit")
 
 
+@pytest.mark.slow
 def test_a_slurm_sweep_of_job_arrays_gives_the_local_table(tmp_path, submitit_installed, reference):
     settings = {"cluster": "local", "array": True}
     result = sweep(tmp_path, "grid", "slurm", settings=settings, grid=GRID, seeds=[1, 2])
@@ -307,6 +335,7 @@ def test_a_slurm_sweep_of_job_arrays_gives_the_local_table(tmp_path, submitit_in
     assert len(jobs) == 4
 
 
+@pytest.mark.slow
 def test_a_preempted_slurm_job_is_requeued_and_resumes(tmp_path, submitit_installed, reference):
     folder = tmp_path / "long" / "base" / "seed-1"
 

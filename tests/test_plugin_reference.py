@@ -109,3 +109,12 @@ def test_plugins_hooks_lists_every_hook(capsys):
     out = capsys.readouterr().out
     for hook in hooks():
         assert hook.signature in out
+
+
+def test_markdown_without_hooks_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["plugins", "--markdown"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: --markdown: goes with --hooks (sslrun plugins --hooks --markdown)\n"
+    )

@@ -24,7 +24,7 @@ from ssl_core.cli.usage import use_plain_commands
 from ssl_core.engine.active import TRACE_ENV
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.distributed import is_lost_rank
-from ssl_core.errors import DataError, SslrunError
+from ssl_core.errors import DataError, RecipeError, SslrunError
 
 app = typer.Typer(
     add_completion=False,
@@ -226,6 +226,8 @@ def plugins(
     if list_hooks:
         _print_hooks(markdown)
         return
+    if markdown:
+        raise RecipeError("--markdown: goes with --hooks (sslrun plugins --hooks --markdown)")
     catalogue = _catalogue()
     table = Table(title="sslrun plugins")
     for column in ("kind", "name", "package", "version", "hooks"):

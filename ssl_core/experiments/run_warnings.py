@@ -8,8 +8,24 @@ without them shows two identical rows with no word of why.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Protocol
 
-from ssl_core.experiments.report import Group
+
+class Run(Protocol):
+    """A run as a report reads it back (:class:`~ssl_core.experiments.report.RunRecord`)."""
+
+    @property
+    def summary(self) -> dict[str, Any]: ...
+
+
+class Group(Protocol):
+    """A report's setting and its runs (:class:`~ssl_core.experiments.report.Group`)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def runs(self) -> Sequence[Run]: ...
 
 
 def distinct_warnings(groups: Sequence[Group]) -> list[tuple[str, list[str]]]:
