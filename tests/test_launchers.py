@@ -9,13 +9,16 @@ worker or job died, and checkpoint running runs when the sweep is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import types
@@ -208,28 +211,57 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory) -> Iterator[str]:
-    """A head node and a second node on 127.0.0.1, one CPU each; its address."""
+def ray_cluster() -> Iterator[str]:
+    """A head node and a second node on 127.0.0.1, one CPU each; its address.
+
+    The cluster keeps its files in a folder of its own, so it neither meets nor stops
+    another Ray instance on this machine (``ray stop`` would stop them all): at the end,
+    the processes whose command line names that folder are ended, and only those.
+    """
     pytest.importorskip("ray")
     ray = [sys.executable, "-m", "ray.scripts.scripts"]  # this interpreter: workers import sslrun
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     port = free_port()
     address = f"127.0.0.1:{port}"
+    folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live in it
     common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    head = [*ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common]
+    head = [*ray, "start", "--head", f"--port={port}", f"--temp-dir={folder}", *common]
     previous = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # this process joins the cluster too
     try:
-        subprocess.run(head, env=env, check=True, capture_output=True, timeout=180)
-        node = [*ray, "start", f"--address={address}", *common]
-        subprocess.run(node, env=env, check=True, capture_output=True, timeout=180)
+        start_ray([*head, "--include-dashboard=false"], env)
+        start_ray([*ray, "start", f"--address={address}", *common], env)
         yield address
     finally:
-        subprocess.run([*ray, "stop", "--force"], env=env, capture_output=True, timeout=180)
+        end_processes_naming(folder)
+        shutil.rmtree(folder, ignore_errors=True)
         if previous is None:
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
             os.environ["RAY_AUTH_MODE"] = previous
+
+
+def start_ray(command: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"{' '.join(command[3:])}:\n{(done.stdout + done.stderr)[-3000:]}"
+
+
+def end_processes_naming(text: str) -> None:
+    """SIGTERM, then SIGKILL after ten seconds, to each process whose command line has ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_text(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue  # ended meanwhile
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in found):
+            time.sleep(0.2)
 
 
 @pytest.mark.slow
