@@ -3,6 +3,8 @@
 Import it from a plugin's own tests; nothing from sslrun's ``tests/`` or its internal
 modules is needed::
 
+    import pytest
+
     from ssl_core.errors import RecipeError
     from ssl_core.testing import assert_same_runs, built_run, tiny_recipe, train, train_recipe
 

@@ -49,7 +49,8 @@ def command_tree() -> list[tuple[tuple[str, ...], bool]]:
 
 
 COMMANDS = command_tree()
-RUNS = [(*path, "--help") for path, _ in COMMANDS] + [path for path, _ in COMMANDS if path]
+LEAVES = [path for path, group in COMMANDS if path and not group]
+RUNS = [(*path, "--help") for path, _ in COMMANDS] + [(), *LEAVES]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,10 @@ def test_help_works_and_names_the_arguments_as_the_docs_do(outputs, path, group)
     assert re.search(re.escape(synopsis) + r"(?![\w.])", DOCS), f"no doc shows `{synopsis}`"
 
 
-LEAVES = [path for path, group in COMMANDS if path and not group]
+def test_bare_sslrun_prints_the_help(outputs):
+    result = outputs[()]
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    assert result.stdout.startswith("Usage: sslrun [OPTIONS] COMMAND [ARGS]...")
 
 
 @pytest.mark.parametrize("path", LEAVES, ids=[label(p) for p in LEAVES])

@@ -47,7 +47,10 @@ sslrun_run_end(run, summary)
 
 On resume, `sslrun_setup` (and, for a checkpoint taken mid-epoch, that epoch's
 `sslrun_epoch_start`) run again before the checkpoint overwrites every registered
-state; the examples import `copy`, `torch` and `torch.nn.functional as F`.
+state.
+
+The examples below assume `import copy`, `import torch`, `import torch.nn.functional
+as F` and `from ssl_core import hookimpl`.
 """
 
 
