@@ -9,7 +9,14 @@ The public surface for plugin authors, importable from here:
 - :class:`Run` and :class:`BatchContext`: what every training hook receives;
 - :func:`frozen_bn_stats`: extra forward passes that leave batch-norm statistics alone;
 - :func:`full_precision`: logits in float32 for a loss, whatever the training precision;
-- :mod:`ssl_core.math`: the paper's formulas (VAT directions, bad samples, the K+1 terms).
+- :mod:`ssl_core.math`: the paper's formulas (VAT directions, bad samples, the K+1 terms);
+- :class:`SslrunError` and its kinds :class:`RecipeError`, :class:`DataError`,
+  :class:`TrainingError`, :class:`TrainingInterrupted` (also in :mod:`ssl_core.errors`):
+  what sslrun raises for bad input and failed runs (a plugin's tests expect them; a
+  dataset provider raises ``DataError`` for missing files);
+- :mod:`ssl_core.testing`: a plugin's tests (tiny recipes, runs, exact-resume checks).
+
+docs/hooks.md lists every hook and what a hook may read from ``Run`` and ``BatchContext``.
 
 Everything else (the loop, checkpoints, sweeps, the command line) is internal and may
 change between versions; docs/architecture.md draws the layers.
@@ -33,6 +40,9 @@ if TYPE_CHECKING:
     from ssl_core.engine.precision import full_precision
     from ssl_core.engine.run import Run
 
+# The error types import no torch: a plugin's tests and the command line use them at once.
+from ssl_core.errors import DataError, RecipeError, SslrunError, TrainingError, TrainingInterrupted
+
 __version__ = "0.1.0"
 
 #: Where each public name lives. They are imported on first use, so that importing
@@ -53,13 +63,18 @@ _PUBLIC = {
 
 __all__ = [
     "BatchContext",
+    "DataError",
     "DatasetProvider",
     "ImageDataset",
     "ModelProvider",
     "Plugin",
     "PluginSettings",
     "ProviderSettings",
+    "RecipeError",
     "Run",
+    "SslrunError",
+    "TrainingError",
+    "TrainingInterrupted",
     "__version__",
     "frozen_bn_stats",
     "full_precision",

@@ -1,25 +1,35 @@
 """Testing a plugin, installed with sslrun: tiny recipes, runs that clean up, exact resumes.
 
-Import it from a plugin's own tests; nothing from sslrun's ``tests/`` is needed::
+Import it from a plugin's own tests; nothing from sslrun's ``tests/`` or its internal
+modules is needed::
 
-    from ssl_core.testing import InterruptAt, assert_same_runs, built_run, tiny_recipe, train_recipe
+    import pytest
+
+    from ssl_core.errors import RecipeError
+    from ssl_core.testing import assert_same_runs, built_run, tiny_recipe, train, train_recipe
 
     def test_my_plugin_adds_its_term():
         recipe = tiny_recipe(plugins={"supervised": {}, "my_plugin": {"weight": 0.5}})
         with built_run(recipe, MyPlugin) as run:  # unregistered again on the way out
             summary = train(run)
-        ...
+        assert summary["status"] == "finished"
 
     def test_my_plugin_resumes_exactly(tmp_path):
         plugins = {"supervised": {}, "my_plugin": {}}
         train_recipe(tiny_recipe(plugins=plugins), tmp_path / "whole", MyPlugin)
-        stopped = {**plugins, "interrupt_at": {"step": 4}}
-        train_recipe(tiny_recipe(plugins=stopped), tmp_path / "parts", MyPlugin, InterruptAt)
-        train_recipe(tiny_recipe(plugins=stopped), tmp_path / "parts", MyPlugin, resume=True)
+        stopped = tiny_recipe(plugins={**plugins, "interrupt_at": {"step": 4}})
+        train_recipe(stopped, tmp_path / "parts", MyPlugin)  # interrupted after step 4
+        train_recipe(stopped, tmp_path / "parts", MyPlugin, resume=True)
         assert_same_runs(tmp_path / "whole", tmp_path / "parts")
 
+    def test_a_bad_setting_is_refused(tmp_path):
+        with pytest.raises(RecipeError, match="plugins.my_plugin.weight"):
+            train_recipe(tiny_recipe(plugins={"my_plugin": {"weight": -1}}), tmp_path, MyPlugin)
+
 Plugins are passed as classes (or modules with catalogue hooks); they are registered
-as if installed. Runs use the built-in two-moons data: synthetic, so no files are read.
+as if installed, and :class:`InterruptAt` always is, so a recipe may enable
+``interrupt_at``. Runs use the built-in two-moons data: synthetic, so no files are
+read. Folders may be given as ``Path`` or ``str``.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import torch
 
 from ssl_core.api.plugin import Plugin, PluginSettings, hookimpl
 from ssl_core.cli.session import train_resolved
+from ssl_core.engine import loop
 from ssl_core.engine.build import build_run
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -47,6 +58,7 @@ from ssl_core.errors import TrainingInterrupted
 from ssl_core.recipe.spec import validate_recipe
 
 Component = type | types.ModuleType
+Folder = Path | str
 
 
 def tiny_recipe(
@@ -80,11 +92,11 @@ def tiny_recipe(
 
 
 def catalogue_with(*components: Component) -> Catalogue:
-    """The installed catalogue plus ``components``: plugin classes or plugin modules."""
+    """The installed catalogue plus ``components`` (plugin classes or modules) and InterruptAt."""
     modules = [c for c in components if isinstance(c, types.ModuleType)]
     classes = [c for c in components if isinstance(c, type)]
-    if classes:
-        modules.append(plugin_module("sslrun_test_plugins", *classes))
+    helpers = [] if InterruptAt in classes else [InterruptAt]
+    modules.append(plugin_module("sslrun_test_plugins", *classes, *helpers))
     return Catalogue.discover(extra_modules=modules)
 
 
@@ -103,27 +115,39 @@ def plugin_module(name: str, *classes: type) -> types.ModuleType:
 
 @contextmanager
 def built_run(
-    recipe: dict[str, Any], *components: Component, out_dir: Path | None = None
+    recipe: dict[str, Any], *components: Component, out_dir: Folder | None = None
 ) -> Iterator[Run]:
-    """A run of ``recipe`` with ``components`` installed; its plugins unregistered after."""
+    """A run of ``recipe`` with ``components`` installed; its plugins unregistered after.
+
+    Nothing is trained yet: call hooks yourself, or :func:`train` it.
+    """
     catalogue = catalogue_with(*components)
-    run = build_run(validate_recipe(recipe, catalogue, source="tiny recipe"), catalogue, out_dir)
+    resolved = validate_recipe(recipe, catalogue, source="tiny recipe")
+    run = build_run(resolved, catalogue, None if out_dir is None else Path(out_dir))
     try:
         yield run
     finally:
         run.plugins.unregister()
 
 
+def train(run: Run) -> dict[str, Any]:
+    """Train a :func:`built_run` to its end, in memory; its summary (no progress shown)."""
+    return loop.train(run)
+
+
 def train_recipe(
-    recipe: dict[str, Any], folder: Path, *components: Component, resume: bool = False
+    recipe: dict[str, Any], folder: Folder, *components: Component, resume: bool = False
 ) -> dict[str, Any] | None:
     """Train ``recipe`` into the run folder ``folder`` as ``sslrun`` would, in-process.
 
     Returns the summary, or ``None`` when the run was interrupted (by
     :class:`InterruptAt`): its checkpoint is in ``folder``, ``resume=True`` continues.
+    A bad recipe raises :class:`ssl_core.errors.RecipeError`, as ``sslrun`` would
+    refuse it.
     """
     catalogue = catalogue_with(*components)
     resolved = validate_recipe(recipe, catalogue, source="tiny recipe")
+    folder = Path(folder)
     out, continued = (None, folder) if resume else (folder, None)
     try:
         return train_resolved(resolved, catalogue, out=out, resume=continued, quiet=True)
@@ -154,12 +178,13 @@ class InterruptAt(Plugin):
             os.kill(os.getpid(), getattr(signal, s.signal))
 
 
-def assert_same_runs(a: Path, b: Path, ignore_states: tuple[str, ...] = ()) -> None:
+def assert_same_runs(a: Folder, b: Folder, ignore_states: tuple[str, ...] = ()) -> None:
     """Two run folders hold the same run: metrics (but seconds) and checkpointed states.
 
     States are compared exactly (tensors bit for bit); ``plugin.interrupt_at`` and
     names in ``ignore_states`` are left out (a run may have had helper plugins).
     """
+    a, b = Path(a), Path(b)
     assert _metrics(a) == _metrics(b), f"{a} and {b}: metrics.jsonl differ"
     skip = {"plugin.interrupt_at", *ignore_states}
     states = [

@@ -75,7 +75,9 @@ def test_resume_of_a_finished_run_changes_nothing(sslrun, tmp_path):
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
     code, out, err = sslrun("resume", str(tmp_path / "run"))
     assert code == 0 and "finished after 2 epochs; nothing to resume" in err
-    assert json.loads(out)["status"] == "finished"
+    assert "final_test_acc" in out and "finished" in out and "{" not in out  # the table
+    code, out, _ = sslrun("resume", str(tmp_path / "run"), "--quiet")
+    assert code == 0 and json.loads(out)["status"] == "finished"
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
 
 
@@ -187,3 +189,70 @@ def test_the_tiny_xi_fallback_without_vat_is_warned_about(sslrun, tmp_path):
     code, _, err = sslrun("validate", str(recipe), "--disable", "vat")
     assert code == 0, err  # validate builds the run, so it warns as training would
     assert "warning: plugins.bad_samples.xi = 1e-06: a probe that small rounds away" in err
+
+
+def cifar_recipe(tmp_path: Path) -> Path:
+    """A CIFAR-10 recipe whose data are not on this machine (the files are elsewhere)."""
+    raw = tiny_recipe()
+    raw["data"] = {"name": "cifar10", "labels": 20, "download": False}
+    recipe = tmp_path / "cifar.toml"
+    recipe.write_text(dump_toml(raw))
+    return recipe
+
+
+def test_validate_without_the_data_checks_the_rest_and_says_which_check_ran(sslrun, tmp_path):
+    recipe, elsewhere = cifar_recipe(tmp_path), str(tmp_path / "no-data-here")
+    code, _, err = sslrun("validate", str(recipe), "--data-dir", elsewhere)
+    assert code == 2 and "`sslrun validate --no-data` checks the rest" in error_line(err)
+    code, out, err = sslrun("validate", str(recipe), "--data-dir", elsewhere, "--no-data")
+    assert code == 0, err
+    assert 'name = "cifar10"' in out and "declared shape; no data read" in err
+    assert not (tmp_path / "no-data-here").exists()
+    code, _, err = sslrun("validate", str(recipe), "--no-data", "--set", "model.hidden=[0]")
+    assert code == 2, err  # the model is still built, for 3 x 32 x 32 inputs
+
+
+def test_validate_without_data_names_a_dataset_that_declares_no_shape(sslrun, tmp_path):
+    raw = tiny_recipe()
+    raw["data"] = {"name": "npz", "labels": 20, "file": "mine.npz"}
+    recipe = tmp_path / "own.toml"
+    recipe.write_text(dump_toml(raw))
+    code, _, err = sslrun("validate", str(recipe), "--no-data")
+    assert code == 2 and "dataset 'npz' declares no input shape" in error_line(err)
+
+
+def test_a_missing_recipe_suggests_the_file_meant(sslrun, tmp_path):
+    write(tmp_path, name="fat_mnist")
+    code, _, err = sslrun("validate", str(tmp_path / "fat_mnst.toml"))
+    line = error_line(err)
+    assert code == 2 and f"(did you mean '{tmp_path / 'fat_mnist.toml'}'?)" in line
+    code, _, err = sslrun("validate", str(tmp_path / "zzz.toml"))
+    assert code == 2 and "did you mean" not in error_line(err)
+
+
+def test_trace_names_hooks_plugins_and_values_without_raw_reprs(
+    sslrun, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("SSLRUN_TRACE", "1")
+    catalogue_with(InterruptAt)
+    registered = capsys.readouterr().err
+    assert (
+        "trace: sslrun_register_plugins [sslrun (ssl_plugins.methods.vat)] -> plugin" in registered
+    )
+    recipe = write(tmp_path, train={"epochs": 1, "iterations_per_epoch": 1})
+    code, _, err = sslrun(str(recipe), "--out", str(tmp_path / "run"), "--trace")
+    assert code == 0, err
+    assert "trace: sslrun_collect_losses [supervised]" in err and "-> {ce}" in err
+    for raw in (" at 0x", "<function", "<locals>"):
+        assert raw not in registered + err
+
+
+def test_schedule_values_are_logged_without_float_noise(sslrun, tmp_path):
+    plugins = {"supervised": {}, "vat": {"xi": 0.1}, "bad_samples": {}}
+    optim = {"lr": 0.002, "schedule": "exponential", "decay": 0.9}
+    recipe = write(tmp_path, plugins=plugins, optim=optim, train={"epochs": 4})
+    assert sslrun(str(recipe), "--out", str(tmp_path / "run"), "--quiet")[0] == 0
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["lambda"] for r in records] == [0.0, 0.1, 0.2, 0.3]
+    assert [r["lr"] for r in records] == [0.002, 0.0018, 0.00162, 0.001458]

@@ -144,6 +144,7 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(two_ranks, tmp_path):
     single = write_recipe(tmp_path / "single.toml", TRAJECTORY_PLUGINS, scale=2)
     run_recipe(single, Catalogue.discover(), out=tmp_path / "single", quiet=True)
@@ -159,6 +160,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(two_ranks, t
         assert torch.allclose(ddp_weights[name], value, rtol=0, atol=TOLERANCE), name
 
 
+@pytest.mark.slow
 def test_the_checkpoint_holds_each_ranks_own_random_state(two_ranks):
     checkpoint = load_checkpoint(two_ranks / "trajectory" / CHECKPOINT_NAME)
     assert checkpoint["world_size"] == 2 and len(checkpoint["ranks"]) == 2
@@ -166,6 +168,7 @@ def test_the_checkpoint_holds_each_ranks_own_random_state(two_ranks):
     assert not torch.equal(rngs[0], rngs[1])
 
 
+@pytest.mark.slow
 def test_two_ranks_interrupted_mid_epoch_resume_bit_identical(two_ranks):
     position = load_checkpoint(two_ranks / "interrupted" / CHECKPOINT_NAME)["position"]
     assert position == {"epoch": 2, "iteration": 0, "global_step": 8}  # finished

@@ -102,6 +102,7 @@ def sandbox(tmp_path_factory, installed_example) -> tuple[Path, dict[str, str]]:
     return root, env
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("document", DOCS, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_every_command_of_a_document_works_from_the_repository_root(
     document, sandbox, monkeypatch, capsys
@@ -148,10 +149,13 @@ def run_line(line: str, folder: Path, env: dict[str, str], capsys) -> tuple[int,
 
 
 def check_without_running(line: str) -> None:
-    """What an install or GPU line names exists (an example folder, a script)."""
-    for word in shlex.split(line):
+    """What an install or GPU line names exists (an example folder, a script, constraints)."""
+    words = shlex.split(line)
+    for word, following in zip(words, [*words[1:], ""], strict=True):
         if word.startswith(("examples/", "benchmarks/")):
             assert (REPO / word).exists(), f"`{line}`: {word} does not exist"
+        if word in ("-c", "--constraint"):
+            assert (REPO / following).is_file(), f"`{line}`: {following} does not exist"
     if line.startswith("bash "):
         script = REPO / shlex.split(line)[1]
         assert subprocess.run(["bash", "-n", str(script)]).returncode == 0

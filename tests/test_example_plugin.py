@@ -79,4 +79,4 @@ def test_the_example_passes_its_own_tests_with_ssl_core_testing(installed):
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout

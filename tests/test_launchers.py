@@ -9,13 +9,16 @@ worker or job died, and checkpoint running runs when the sweep is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import types
@@ -157,6 +160,7 @@ def test_launcher_options_parse_and_the_manifest_keeps_them(tmp_path):
     assert spec_from_command_line([sweep_file], launcher="local").launcher_settings == {}
 
 
+@pytest.mark.slow
 def test_a_third_party_launcher_runs_the_sweep(tmp_path, reference):
     class InThisProcess(Launcher):
         """Runs each run in this process through the sslrun command."""
@@ -207,30 +211,60 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory) -> Iterator[str]:
-    """A head node and a second node on 127.0.0.1, one CPU each; its address."""
+def ray_cluster() -> Iterator[str]:
+    """A head node and a second node on 127.0.0.1, one CPU each; its address.
+
+    The cluster keeps its files in a folder of its own, so it neither meets nor stops
+    another Ray instance on this machine (``ray stop`` would stop them all): at the end,
+    the processes whose command line names that folder are ended, and only those.
+    """
     pytest.importorskip("ray")
     ray = [sys.executable, "-m", "ray.scripts.scripts"]  # this interpreter: workers import sslrun
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     port = free_port()
     address = f"127.0.0.1:{port}"
+    folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live in it
     common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    head = [*ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common]
+    head = [*ray, "start", "--head", f"--port={port}", f"--temp-dir={folder}", *common]
     previous = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # this process joins the cluster too
     try:
-        subprocess.run(head, env=env, check=True, capture_output=True, timeout=180)
-        node = [*ray, "start", f"--address={address}", *common]
-        subprocess.run(node, env=env, check=True, capture_output=True, timeout=180)
+        start_ray([*head, "--include-dashboard=false"], env)
+        start_ray([*ray, "start", f"--address={address}", *common], env)
         yield address
     finally:
-        subprocess.run([*ray, "stop", "--force"], env=env, capture_output=True, timeout=180)
+        end_processes_naming(folder)
+        shutil.rmtree(folder, ignore_errors=True)
         if previous is None:
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
             os.environ["RAY_AUTH_MODE"] = previous
 
 
+def start_ray(command: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"{' '.join(command[3:])}:\n{(done.stdout + done.stderr)[-3000:]}"
+
+
+def end_processes_naming(text: str) -> None:
+    """SIGTERM, then SIGKILL after ten seconds, to each process whose command line has ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_text(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue  # ended meanwhile
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in found):
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
 def test_a_ray_sweep_gives_the_local_table(tmp_path, ray_cluster, reference):
     result = sweep(
         tmp_path, "grid", "ray", settings={"address": ray_cluster}, grid=GRID, seeds=[1, 2]
@@ -243,6 +277,7 @@ def test_a_ray_sweep_gives_the_local_table(tmp_path, ray_cluster, reference):
     assert again.outcomes == []  # finished runs are skipped
 
 
+@pytest.mark.slow
 def test_a_killed_ray_worker_s_run_resumes_on_the_next_sweep(tmp_path, ray_cluster, reference):
     settings = {"address": ray_cluster}
     folder = tmp_path / "long" / "base" / "seed-1"
@@ -266,21 +301,45 @@ def kill_the_worker_after_an_epoch(folder: Path) -> None:
     os.kill(parent_of(lock_holder(folder)), signal.SIGKILL)  # the Ray worker running it
 
 
+def interrupt_the_main_thread() -> None:
+    """Ctrl-C as the sweep's own thread gets it, whatever thread the test runs in.
+
+    A signal sent to the process may land on any of its threads (Ray's among them);
+    the main thread, asleep waiting for the runs, would then not wake until one ends.
+    """
+    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+
+@pytest.mark.slow
 def test_stopping_a_ray_sweep_checkpoints_running_runs_and_starts_no_queued_one(
     tmp_path, ray_cluster
 ):
     settings = {"address": ray_cluster}
     folders = [tmp_path / "stop" / "base" / f"seed-{seed}" for seed in (1, 2, 3)]
+    endless = {**LONG, "train.epochs": 10_000}  # no run can end before the interrupt
+    both_running, over = threading.Event(), threading.Event()
 
     def interrupt_when_two_run() -> None:
-        wait_for(lambda: sum(trained_epochs(f) >= 1 for f in folders) >= 2, "two running runs")
-        os.kill(os.getpid(), signal.SIGINT)
+        def two_run() -> bool:
+            return sum(trained_epochs(f) >= 1 for f in folders) >= 2
+
+        try:
+            wait_for(lambda: over.is_set() or two_run(), "two running runs", 300)
+            if two_run():
+                both_running.set()
+        finally:  # whatever happened, a sweep still going is stopped
+            if not over.is_set():
+                interrupt_the_main_thread()
 
     interrupter = threading.Thread(target=interrupt_when_two_run)
     interrupter.start()
-    with pytest.raises(KeyboardInterrupt):
-        sweep(tmp_path, "stop", "ray", settings=settings, fixed=LONG, seeds=[1, 2, 3])
-    interrupter.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sweep(tmp_path, "stop", "ray", settings=settings, fixed=endless, seeds=[1, 2, 3])
+    finally:
+        over.set()
+        interrupter.join()
+    assert both_running.is_set(), "two runs never ran at once"
     running = [f for f in folders if f.exists()]
     assert len(running) == 2  # two CPUs: the third task was queued and never started
     for folder in running:  # the sweep returned once they had checkpointed and ended
@@ -296,6 +355,7 @@ def submitit_installed() -> None:
     pytest.importorskip("submitit")
 
 
+@pytest.mark.slow
 def test_a_slurm_sweep_of_job_arrays_gives_the_local_table(tmp_path, submitit_installed, reference):
     settings = {"cluster": "local", "array": True}
     result = sweep(tmp_path, "grid", "slurm", settings=settings, grid=GRID, seeds=[1, 2])
@@ -307,6 +367,7 @@ def test_a_slurm_sweep_of_job_arrays_gives_the_local_table(tmp_path, submitit_in
     assert len(jobs) == 4
 
 
+@pytest.mark.slow
 def test_a_preempted_slurm_job_is_requeued_and_resumes(tmp_path, submitit_installed, reference):
     folder = tmp_path / "long" / "base" / "seed-1"
 

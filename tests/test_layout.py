@@ -26,7 +26,7 @@ MAY_IMPORT = {
     "cli": {"api", "engine", "errors", "experiments", "recipe", "tuning"},
     "__main__": {"cli"},
     "testing": {"api", "cli", "engine", "errors", "recipe"},
-    "__init__": {"api", "engine"},
+    "__init__": {"api", "engine", "errors"},
 }
 
 

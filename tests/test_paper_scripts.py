@@ -82,6 +82,7 @@ def test_protocol_keeps_nothing_of_an_unfinished_run(
     assert not (tmp_path / "kept").exists()
 
 
+@pytest.mark.slow
 def test_ablation_changes_one_setting_and_scores_validation(
     scripts: tuple[ModuleType, ModuleType], tmp_path: Path
 ) -> None:

@@ -128,3 +128,25 @@ def test_an_unreached_target_says_so_instead_of_an_empty_bar(tmp_path):
 
 def test_a_one_epoch_curve_has_a_sane_axis(tmp_path):
     assert_png(plot_accuracy({"fat": [[0.8]]}, tmp_path / "one.png", title="mnist, fat"))
+
+
+def test_a_long_title_is_wrapped_to_stay_inside_the_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ssl_core.experiments.plots import fit_title
+
+    figure = Figure(figsize=(6.0, 5.0))
+    FigureCanvasAgg(figure)
+    title = figure.add_subplot().set_title("moons, a_long_recipe_name: bad samples " * 3)
+    fit_title(figure, title)
+    extent = title.get_window_extent(figure.canvas.get_renderer())
+    assert "\n" in title.get_text() and 0 <= extent.x0 and extent.x1 <= figure.bbox.width
+
+
+def test_an_image_grid_with_a_title_shows_it_above_the_images(tmp_path):
+    images = torch.ones(4, 1, 8, 8)  # white images: any dark pixel above them is the title
+    plain = imread(save_image_grid(images, tmp_path / "plain.png", nrow=2))
+    titled = imread(save_image_grid(images, tmp_path / "titled.png", nrow=2, title="generated"))
+    band = titled.shape[0] - 2 * plain.shape[0]
+    assert band > 0 and titled[:band, ..., :3].min() < 0.5

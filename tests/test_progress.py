@@ -50,3 +50,19 @@ def test_the_epoch_label_changes_with_the_first_step_of_an_epoch():
     reporter.batch(1, 0, {})
     assert reporter.progress is not None
     assert reporter.progress.tasks[0].description == "epoch 2/3"
+
+
+def test_at_80_columns_the_display_keeps_counts_eta_and_terms():
+    reporter = RichReporter(Console(file=io.StringIO(), width=80), refresh_every=1)
+    reporter.start("fat_mnist_with_a_long_ablation_name", epochs=10, iterations=234, first_epoch=0)
+    terms = {name: torch.tensor(0.5) for name in ("ce", "vat", "true", "fake")}
+    for iteration in range(3):
+        reporter.batch(0, iteration, terms)
+    assert reporter.progress is not None
+    screen = Console(file=io.StringIO(), width=80, record=True)
+    screen.print(reporter.progress.get_renderable())
+    reporter.progress.stop()
+    lines = screen.export_text().splitlines()
+    assert "epoch 1/10" in lines[0] and "3/234" in lines[0] and "steps/s" in lines[0]
+    assert lines[1].startswith("fat_mnist_with_a_long_a") and "3/2340 ETA" in lines[1]
+    assert lines[2] == "ce=0.500 vat=0.500 true=0.500 fake=0.500"

@@ -511,6 +511,7 @@ def test_threads_are_shared_between_concurrent_runs(monkeypatch):
 # --- end to end -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sweep_end_to_end_in_child_processes(tmp_path, capsys):
     """2 settings × 2 seeds, 1 epoch of 2 iterations, 2 child processes at a time."""
     code = sslrun(

@@ -74,6 +74,9 @@ class TwoMoons(DatasetProvider):
         test_x, test_y = make_moons(settings.test_size, settings.noise, generator)
         return ImageDataset("moons", train_x, train_y, test_x, test_y, num_classes=2)
 
+    def declared_shape(self, settings: ProviderSettings) -> tuple[tuple[int, ...], int]:
+        return (2,), 2
+
 
 def make_moons(n: int, noise: float, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     """Two half circles of radius 1, the second shifted by (1, -0.5), with Gaussian noise."""
@@ -108,6 +111,9 @@ class _TorchvisionImages(DatasetProvider):
                 " or allow downloading"
             ) from None
         return ImageDataset(self.name, *train, *test, num_classes=self.num_classes)
+
+    def declared_shape(self, settings: ProviderSettings) -> tuple[tuple[int, ...], int]:
+        return (3, 32, 32), self.num_classes
 
     def _split(self, root: Path, train: bool, download: bool) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError

@@ -42,6 +42,9 @@ class IdxImageSet(DatasetProvider):
     #: EMNIST stores every image transposed (column-major) relative to MNIST.
     transposed: ClassVar[bool] = False
 
+    def declared_shape(self, settings: ProviderSettings) -> tuple[tuple[int, ...], int]:
+        return (1, 28, 28), self.num_classes
+
     def search_folders(self, root: Path) -> list[Path]:
         return [root / self.folder, root]
 

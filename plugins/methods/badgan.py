@@ -261,10 +261,14 @@ class BadGan(Plugin):
             return
         samples = self.samples(100)
         shape = run.data.input_shape
+        title = (
+            f"{run.recipe.data.name}, {run.recipe.name}: Bad GAN generator's samples"
+            f" after epoch {run.epoch + 1}"
+        )
         if len(shape) == 3:
-            save_image_grid(samples, Path(run.out_dir) / GRID_NAME)
+            save_image_grid(samples, Path(run.out_dir) / GRID_NAME, title=title)
         elif shape == (2,):
-            save_decision_scatter(run, samples, "generated", Path(run.out_dir) / GRID_NAME)
+            save_decision_scatter(run, samples, "generated", Path(run.out_dir) / GRID_NAME, title)
 
     def samples(self, n: int) -> Tensor:
         """``n`` generated images with the generator in evaluation mode (running BN stats)."""

@@ -19,9 +19,9 @@ def is_2d(run: Run) -> bool:
     return run.data.input_shape == (2,)
 
 
-def save_image_grid(images: Tensor, path: Path, nrow: int = 10) -> Path:
-    """Up to 100 images (N, C, H, W) in [0, 1] as one PNG grid."""
-    return plots.save_image_grid(images[:100].detach().cpu(), path, nrow=nrow)
+def save_image_grid(images: Tensor, path: Path, nrow: int = 10, title: str = "") -> Path:
+    """Up to 100 images (N, C, H, W) in [0, 1] as one PNG grid, under ``title``."""
+    return plots.save_image_grid(images[:100].detach().cpu(), path, nrow=nrow, title=title)
 
 
 def save_decision_scatter(

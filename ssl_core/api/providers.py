@@ -54,6 +54,14 @@ class DatasetProvider:
     def load(self, settings: ProviderSettings, root: Path) -> ImageDataset:
         raise NotImplementedError
 
+    def declared_shape(self, settings: ProviderSettings) -> tuple[tuple[int, ...], int] | None:
+        """One input's shape and the number of classes, known without reading a file.
+
+        ``sslrun validate --no-data`` builds the model and the plugins for them when the
+        data are not on this machine. ``None`` (the default): only the files can tell.
+        """
+        return None
+
 
 class ModelProvider:
     """Builds one named classifier for a given input shape and number of classes.

@@ -12,23 +12,22 @@ import json
 import os
 import shlex
 import sys
-import types
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
-from typer.core import TyperArgument
 
 from ssl_core.cli import sweep_commands, tune_commands
-from ssl_core.cli.progress import output_console
+from ssl_core.cli.progress import output_console, summary_table
 from ssl_core.cli.text import printable
+from ssl_core.cli.usage import use_plain_commands
 from ssl_core.engine.active import TRACE_ENV
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.distributed import is_lost_rank
 from ssl_core.engine.outputs import describe
-from ssl_core.errors import SslrunError
+from ssl_core.errors import DataError, RecipeError, SslrunError
 
 app = typer.Typer(
     add_completion=False,
@@ -148,7 +147,8 @@ def resume(
             highlight=False,
             markup=False,
         )
-        quiet = True
+        if not quiet:
+            console.print(summary_table(summary))
     _print_summary(summary, quiet)
 
 
@@ -169,21 +169,41 @@ def validate(
     disable: DisableOption = None,
     seed: SeedOption = None,
     data_dir: DataDirOption = None,
+    no_data: Annotated[
+        bool,
+        typer.Option(
+            "--no-data",
+            help="read no data: build the model and plugins for the dataset's declared shape",
+        ),
+    ] = False,
 ) -> None:
     """Check a recipe as train would (data, model, plugins built) and print it resolved."""
     from ssl_core.cli.session import check_recipe
 
     overrides = list(set_ or []) + ([f"seed={seed}"] if seed is not None else [])
-    resolved, warnings = check_recipe(
-        recipe, _catalogue(), overrides, list(disable or []), data_dir
-    )
+    try:
+        resolved, warnings = check_recipe(
+            recipe, _catalogue(), overrides, list(disable or []), data_dir, no_data
+        )
+    except DataError as exc:
+        if no_data:
+            raise
+        raise DataError(f"{exc}; `sslrun validate --no-data` checks the rest") from None
     for warning in warnings:
         err_console.print(f"warning: {printable(warning)}", highlight=False, markup=False)
     from ssl_core.recipe.spec import dump_toml
 
     console.print(dump_toml(resolved.to_dict()), highlight=False, markup=False, soft_wrap=True)
+    checked = (
+        "recipe, model and plugins' setup for the dataset's declared shape; no data read"
+        if no_data
+        else "recipe, data, model and plugins' setup"
+    )
     err_console.print(
-        printable(f"{recipe}: valid; plugins enabled: {', '.join(resolved.enabled_plugins)}"),
+        printable(
+            f"{recipe}: valid; plugins enabled: {', '.join(resolved.enabled_plugins)}"
+            f" (checked: {checked})"
+        ),
         highlight=False,
         markup=False,
     )
@@ -207,8 +227,20 @@ def schema(
 
 
 @app.command()
-def plugins() -> None:
+def plugins(
+    list_hooks: Annotated[
+        bool, typer.Option("--hooks", help="list every hook a plugin may implement instead")
+    ] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="with --hooks: the hook reference as markdown")
+    ] = False,
+) -> None:
     """List installed plugins, datasets, models and launchers: package, version, hooks."""
+    if list_hooks:
+        _print_hooks(markdown)
+        return
+    if markdown:
+        raise RecipeError("--markdown: goes with --hooks (sslrun plugins --hooks --markdown)")
     catalogue = _catalogue()
     table = Table(title="sslrun plugins")
     for column in ("kind", "name", "package", "version", "hooks"):
@@ -237,6 +269,21 @@ def plugins() -> None:
 def plain(*cells: str) -> list[Text]:
     """Table cells shown as they are: a third-party package's text is no markup."""
     return [Text(printable(cell)) for cell in cells]
+
+
+def _print_hooks(markdown: bool) -> None:
+    """Every hook: its arguments, what it returns, when it is called (docs/hooks.md)."""
+    from ssl_core.engine.hook_reference import hook_reference, hook_table
+
+    if markdown:
+        print(hook_reference(), end="")
+        return
+    table = Table(title="sslrun hooks (docs/hooks.md: arguments, examples)")
+    for column in ("hook", "kind", "returns", "when"):
+        table.add_column(column, overflow="fold")
+    for row in hook_table():
+        table.add_row(*row)
+    console.print(table, markup=False)
 
 
 def implemented_hooks(component: type) -> list[str]:
@@ -282,8 +329,8 @@ def main(argv: list[str] | None = None) -> Any:
     if args[:1] == ["tune"] and len(args) > 1 and not args[1].startswith("-"):
         if args[1] not in tune_commands.SUBCOMMANDS:  # `sslrun tune RECIPE` runs a study
             args.insert(1, "run")
+    use_plain_commands(app)
     command = typer.main.get_command(app)
-    plain_usage(command)
     if not args:
         args = ["--help"]
     try:
@@ -310,19 +357,6 @@ def main(argv: list[str] | None = None) -> Any:
             message, code = f"unexpected {type(exc).__name__}: {exc}", 1
         _fail(message, code)
     return 0
-
-
-def plain_usage(command: Any) -> None:
-    """Arguments by their plain names in usage and help (``RECIPE``, not ``{RECIPE} <path>``)."""
-    for sub in getattr(command, "commands", {}).values():
-        plain_usage(sub)
-    for param in command.params:
-        if isinstance(param, TyperArgument):
-            shown = param.metavar if param.required else f"[{param.metavar}]"
-            # typer's own usage wraps arguments in braces and adds their type
-            usage = types.MethodType(lambda self, shown=shown: shown, param)
-            param._usage_display_name = usage  # type: ignore[method-assign]
-            param.display_type = types.MethodType(lambda self, ctx: None, param)  # type: ignore[method-assign]
 
 
 def _fail(message: str, code: int) -> None:

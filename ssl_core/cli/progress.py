@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
@@ -50,8 +50,27 @@ class SmoothedRate:
         self._last = None
 
 
+#: The longest run name shown beside the overall bar (the bars keep the rest of the line).
+NAME_WIDTH = 24
+
+
+class TermsProgress(Progress):
+    """Bars, then the loss terms on a line of their own, cut to the terminal's width.
+
+    On the bars' line the terms would leave an 80-column terminal no room for the bars,
+    the step counts and the ETA.
+    """
+
+    terms = ""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        if self.terms:
+            yield Text(self.terms, no_wrap=True, overflow="ellipsis")
+
+
 class RichReporter(Reporter):
-    """An epoch bar (steps, steps/s, elapsed), an overall bar with a smoothed ETA."""
+    """An epoch bar (steps, steps/s, elapsed), an overall bar with a smoothed ETA, the terms."""
 
     def __init__(
         self,
@@ -62,7 +81,7 @@ class RichReporter(Reporter):
         self.console = console or Console(stderr=True)
         self.results = results or output_console()
         self.refresh_every = refresh_every
-        self.progress: Progress | None = None
+        self.progress: TermsProgress | None = None
         self.epoch_task: Any = None
         self.run_task: Any = None
         self.iterations = 0
@@ -72,12 +91,11 @@ class RichReporter(Reporter):
 
     def start(self, name: str, epochs: int, iterations: int, first_epoch: int) -> None:
         self.iterations, self.epochs = iterations, epochs
-        self.progress = Progress(
+        self.progress = TermsProgress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=None),
             MofNCompleteColumn(),
             TextColumn("{task.fields[speed]}"),
-            TextColumn("{task.fields[terms]}"),
             console=self.console,
             transient=True,
         )
@@ -87,7 +105,7 @@ class RichReporter(Reporter):
             f"epoch {first_epoch + 1}/{epochs}", total=iterations, speed="", terms=""
         )
         self.run_task = self.progress.add_task(
-            name,
+            name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…",
             total=epochs * iterations,
             completed=first_epoch * iterations,
             speed="",
@@ -103,7 +121,7 @@ class RichReporter(Reporter):
         now = time.perf_counter()
         self.rate.update(step, now)
         rate = self.rate.rate
-        elapsed = _clock(now - self.started)
+        elapsed = clock(now - self.started)
         self.progress.update(
             self.epoch_task,
             completed=iteration + 1,
@@ -111,8 +129,9 @@ class RichReporter(Reporter):
             speed=f"{rate:.1f} steps/s, {elapsed}" if rate else elapsed,
             terms=_terms(terms),
         )
+        self.progress.terms = self.progress.tasks[0].fields["terms"]
         total = self.epochs * self.iterations
-        eta = f"ETA {_clock((total - step) / rate)}" if rate else "ETA –"
+        eta = f"ETA {clock((total - step) / rate)}" if rate else "ETA –"
         self.progress.update(self.run_task, completed=step, speed=eta)
 
     def epoch(self, metrics: dict[str, Any]) -> None:
@@ -129,19 +148,24 @@ class RichReporter(Reporter):
     def finish(self, summary: dict[str, Any]) -> None:
         if self.progress is not None:
             self.progress.stop()
-        table = Table(title=Text(f"sslrun: {summary.get('name', '')}"))
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for key, value in summary.items():
-            if isinstance(value, (int, float, str)) and key != "name":
-                table.add_row(key, Text(printable(_fmt(value))))  # a command line, a path
-        self.results.print(table)
+        self.results.print(summary_table(summary))
 
     def message(self, text: str) -> None:
         self.console.print(printable(text), highlight=False, markup=False, soft_wrap=True)
 
     def result(self, text: str) -> None:
         self.results.print(printable(text), highlight=False, markup=False, soft_wrap=True)
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """A run's summary as the table that ends ``sslrun train`` and ``sslrun resume``."""
+    table = Table(title=Text(printable(f"sslrun: {summary.get('name', '')}")))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if isinstance(value, (int, float, str)) and key != "name":
+            table.add_row(key, Text(printable(_fmt(value))))  # a command line, a path
+    return table
 
 
 def output_console(stderr: bool = False) -> Console:
@@ -158,7 +182,8 @@ def _terms(terms: Mapping[str, Tensor]) -> str:
     return " ".join(f"{k}={v:.3f}" for k, v in zip(terms, values, strict=True))
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """``1:02:03``: hours, minutes, seconds."""
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"

@@ -29,6 +29,7 @@ from ssl_core.engine.outputs import (
     describe,
     read_run_file,
 )
+from ssl_core.engine.placeholder import placeholder_data
 from ssl_core.engine.reporter import Reporter
 from ssl_core.engine.runfolder import claim_for_resume, claim_new
 from ssl_core.engine.scores import scores
@@ -230,16 +231,19 @@ def check_recipe(
     overrides: Sequence[str] = (),
     disable: Sequence[str] = (),
     data_dir: str | None = None,
+    no_data: bool = False,
 ) -> tuple[ResolvedRecipe, list[str]]:
     """Validate a recipe and build what training would start with, writing nothing.
 
     Data, model and plugins are built and ``sslrun_setup`` runs, so a recipe that
     cannot train (a model that cannot take the data, a plugin that fails in setup,
     state no checkpoint would save) is refused here rather than at its first step.
+    With ``no_data``, stand-ins of the dataset's declared shape replace its files.
     Returns the resolved recipe and the warnings the plugins gave about it.
     """
     resolved = load_recipe(recipe_path, catalogue, overrides, disable)
-    run = build_run(resolved, catalogue, data_dir=data_dir)
+    data = placeholder_data(resolved, catalogue) if no_data else None
+    run = build_run(resolved, catalogue, data_dir=data_dir, data=data)
     try:
         prepare_training(run)
     finally:

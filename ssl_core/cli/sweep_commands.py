@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,13 +27,12 @@ from rich.progress import (
     SpinnerColumn,
     TaskID,
     TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
 from ssl_core.api.launcher import INTERRUPTED_EXIT
-from ssl_core.cli.progress import output_console
+from ssl_core.cli.progress import clock, output_console
 from ssl_core.cli.text import printable
 from ssl_core.engine.outputs import SUMMARY_NAME, read_run_file
 from ssl_core.errors import RecipeError, SslrunError, TrainingError
@@ -40,6 +40,7 @@ from ssl_core.experiments.folders import Plan, PlannedRun
 from ssl_core.experiments.grid import spec_from_command_line
 from ssl_core.experiments.launch import Outcome, SweepWatcher
 from ssl_core.experiments.report import (
+    Group,
     Row,
     find_run_folders,
     group_folders,
@@ -49,6 +50,8 @@ from ssl_core.experiments.report import (
     write_report,
 )
 from ssl_core.experiments.report_folder import is_run_folder
+from ssl_core.experiments.run_progress import read_progress
+from ssl_core.experiments.run_warnings import distinct_warnings
 from ssl_core.experiments.sweep import run_sweep
 
 console = output_console()
@@ -56,7 +59,10 @@ err_console = output_console(stderr=True)
 
 TargetOption = Annotated[
     float | None,
-    typer.Option(help="also report the epochs to reach this test accuracy (a fraction: 0.98)"),
+    typer.Option(
+        metavar="FRACTION",
+        help="also report the epochs to reach this test accuracy (a fraction: 0.98)",
+    ),
 ]
 
 
@@ -69,42 +75,65 @@ def register(app: typer.Typer) -> None:
 def sweep(
     paths: Annotated[
         list[Path],
-        typer.Argument(help="recipe TOML file(s), or one sweep file", show_default=False),
+        typer.Argument(
+            metavar="PATHS", help="recipe TOML file(s), or one sweep file", show_default=False
+        ),
     ],
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="key=VALUE fixes a key; key=V1,V2,... sweeps it (repeatable)"),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="key=VALUE fixes a key; key=V1,V2,... sweeps it (repeatable)",
+        ),
     ] = None,
     disable: Annotated[
-        list[str] | None, typer.Option(help="switch off the named plugin in every run")
+        list[str] | None,
+        typer.Option(metavar="PLUGIN", help="switch off the named plugin in every run"),
     ] = None,
     disable_each: Annotated[
         list[str] | None,
-        typer.Option(help="a,b: all enabled, then one setting with each of a, b switched off"),
+        typer.Option(
+            metavar="A,B",
+            help="a,b: all enabled, then one setting with each of a, b switched off",
+        ),
     ] = None,
-    seeds: Annotated[str | None, typer.Option(help="seeds: 1-5, 1,3,7 or 1-3,9")] = None,
+    seeds: Annotated[
+        str | None, typer.Option(metavar="SEEDS", help="seeds: 1-5, 1,3,7 or 1-3,9")
+    ] = None,
     jobs: Annotated[
-        int | None, typer.Option(help="runs at a time (default: 1 locally, the launcher's)")
+        int | None,
+        typer.Option(metavar="N", help="runs at a time (default: 1 locally, the launcher's)"),
     ] = None,
     target: TargetOption = None,
     name: Annotated[
-        str | None, typer.Option(help="sweep folder name (default: the recipe file's name)")
+        str | None,
+        typer.Option(metavar="NAME", help="sweep folder name (default: the recipe file's name)"),
     ] = None,
     order: Annotated[
         str | None,
-        typer.Option(help="launch order: 'setting' (default) or 'seed' (first seeds first)"),
+        typer.Option(
+            metavar="ORDER", help="launch order: 'setting' (default) or 'seed' (first seeds first)"
+        ),
     ] = None,
     launcher: Annotated[
         str | None,
-        typer.Option(help="what starts the runs: local (default), ray, slurm or a plugin's"),
+        typer.Option(
+            metavar="NAME", help="what starts the runs: local (default), ray, slurm or a plugin's"
+        ),
     ] = None,
     launcher_set: Annotated[
         list[str] | None,
-        typer.Option(help="KEY=VALUE for the launcher (ray: address; slurm: partition ...)"),
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="KEY=VALUE for the launcher (ray: address; slurm: partition ...)",
+        ),
     ] = None,
-    root: Annotated[Path, typer.Option(help="where sweep folders go")] = Path("sweeps"),
-    data_dir: Annotated[str | None, typer.Option(help="data folder")] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress display")] = False,
+    root: Annotated[Path, typer.Option(metavar="DIR", help="where sweep folders go")] = Path(
+        "sweeps"
+    ),
+    data_dir: Annotated[str | None, typer.Option(metavar="DIR", help="data folder")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress display")] = False,
 ) -> None:
     """Train a grid of settings × seeds (skipping finished runs) and tabulate mean ± std."""
     spec = spec_from_command_line(
@@ -130,6 +159,7 @@ def sweep(
                 " run the same sweep again to resume"
             ) from None
     print_table(result.rows, spec.target, f"sweep {result.plan.folder.name}")
+    print_warnings(result.groups)
     for path in result.written:
         err_console.print(printable(f"wrote {path}"), highlight=False, markup=False, soft_wrap=True)
     if result.elsewhere:
@@ -181,14 +211,19 @@ def interrupt_on_sigterm() -> Iterator[None]:
 def report(
     run_dirs: Annotated[
         list[Path],
-        typer.Argument(help="run folders, or folders holding them (a sweep)", show_default=False),
+        typer.Argument(
+            metavar="FOLDERS",
+            help="run folders, or folders holding them (a sweep)",
+            show_default=False,
+        ),
     ],
     target: TargetOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="where to write table.md, table.csv and plots (default: the folder"
-            " given, or the folders' common parent; nothing for a single run folder)"
+            " given, or the folders' common parent; nothing for a single run folder)",
         ),
     ] = None,
 ) -> None:
@@ -198,6 +233,7 @@ def report(
     groups = group_folders(find_run_folders(run_dirs), warn_about)
     rows = [summarize_group(group, target) for group in groups]
     print_table(rows, target, "sslrun report")
+    print_warnings(groups)
     if out is None:
         out = Path(os.path.commonpath([path.resolve() for path in run_dirs]))
         if is_run_folder(out):  # its accuracy.png is the run's own: write nothing there
@@ -209,6 +245,12 @@ def report(
             return
     for path in write_report(groups, rows, out, target):
         err_console.print(printable(f"wrote {path}"), highlight=False, markup=False, soft_wrap=True)
+
+
+def print_warnings(groups: list[Group]) -> None:
+    """Each warning the runs gave, once, with the settings it concerns (after the table)."""
+    for text, labels in distinct_warnings(groups):
+        warn_about(f"{text} ({', '.join(labels)})")
 
 
 def print_table(rows: list[Row], target: float | None, title: str) -> None:
@@ -224,12 +266,24 @@ def print_table(rows: list[Row], target: float | None, title: str) -> None:
 
 
 class RichSweepWatcher(SweepWatcher):
-    """A bar over the runs to do, and one line per run as it ends."""
+    """A bar over the runs to do, a bar per running run (epochs, ETA), a line per end.
+
+    Running runs are other processes: a thread reads their folders every second
+    (:func:`~ssl_core.experiments.run_progress.read_progress`).
+    """
+
+    POLL_SECONDS = 1.0
 
     def __init__(self) -> None:
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.labels: dict[Path, str] = {}
+        self.waiting: dict[Path, PlannedRun] = {}
+        self.run_tasks: dict[Path, TaskID] = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.poller: threading.Thread | None = None
+        self.started_at = 0.0
 
     def start(self, plan: Plan, pending: list[PlannedRun]) -> None:
         self.labels = {
@@ -251,17 +305,47 @@ class RichSweepWatcher(SweepWatcher):
         )
         self.progress = Progress(
             SpinnerColumn(),
-            TextColumn("[bold]runs"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TimeElapsedColumn(),
+            TextColumn("{task.fields[left]}"),
             console=err_console,
         )
         self.progress.start()
-        self.task = self.progress.add_task("runs", total=len(pending))
+        self.task = self.progress.add_task("runs", total=len(pending), left="")
+        self.waiting = {run.folder: run for run in pending}
+        self.started_at = time.time()
+        self.poller = threading.Thread(target=self._poll, name="sweep progress", daemon=True)
+        self.poller.start()
+
+    def _poll(self) -> None:
+        while not self.stopped.wait(self.POLL_SECONDS):
+            self.refresh()
+
+    def refresh(self) -> None:
+        """A bar per run that has started: epochs done of its epochs, and its ETA."""
+        assert self.progress is not None
+        with self.lock:
+            for folder, run in list(self.waiting.items()):
+                state = read_progress(folder, run.log, self.started_at)
+                if state is None:
+                    continue
+                left = f"ETA {clock(state.seconds_left)}" if state.seconds_left else ""
+                if folder not in self.run_tasks:
+                    label = escape(self.labels[folder])
+                    self.run_tasks[folder] = self.progress.add_task(
+                        f"  {label}", total=state.epochs, left=left
+                    )
+                task = self.run_tasks[folder]
+                self.progress.update(task, completed=state.epochs_done, left=left)
 
     def done(self, outcome: Outcome) -> None:
         assert self.progress is not None and self.task is not None
+        with self.lock:
+            self.waiting.pop(outcome.run.folder, None)
+            task = self.run_tasks.pop(outcome.run.folder, None)
+            if task is not None:
+                self.progress.remove_task(task)
         label = escape(self.labels[outcome.run.folder])
         if outcome.ok:
             text = f"[green]done[/] {label}: {final_accuracy(outcome.run.folder)}"
@@ -275,6 +359,9 @@ class RichSweepWatcher(SweepWatcher):
         self.progress.advance(self.task)
 
     def finish(self) -> None:
+        self.stopped.set()
+        if self.poller is not None:
+            self.poller.join()
         if self.progress is not None:
             self.progress.stop()
 

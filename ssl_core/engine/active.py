@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pluggy
+from torch import Tensor
 
 from ssl_core.api.plugin import Plugin
 from ssl_core.engine.distributed import is_lost_rank
@@ -104,5 +105,13 @@ class ActivePlugins:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value) if not isinstance(value, dict) else "{" + ", ".join(value) + "}"
+    """A short, readable account of an argument or result: keys, shapes, type names."""
+    if isinstance(value, dict):
+        text = "{" + ", ".join(map(str, value)) + "}"
+    elif isinstance(value, Tensor):
+        text = f"Tensor{tuple(value.shape)}"
+    elif value is None or isinstance(value, (bool, int, float, str)):
+        text = repr(value)
+    else:
+        text = type(value).__name__
     return text if len(text) < 200 else text[:197] + "..."

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
@@ -56,9 +57,6 @@ class PluginModule:
 def new_plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager("sslrun")
     pm.add_hookspecs(hookspecs)
-    if truthy(os.environ.get(TRACE_ENV)):
-        pm.trace.root.setwriter(lambda message: sys.stderr.write(message))
-        pm.enable_tracing()
     return pm
 
 
@@ -101,19 +99,27 @@ class Catalogue:
 
     def _open_registration(self) -> None:
         """Catalogue hooks are historic: every module registered later is called too."""
-        hook = self.pm.hook
-        hook.sslrun_register_plugins.call_historic(
-            kwargs={"register": lambda item: self.plugins.register(item, self._source)}
-        )
-        hook.sslrun_register_datasets.call_historic(
-            kwargs={"register": lambda item: self.datasets.register(item, self._source)}
-        )
-        hook.sslrun_register_models.call_historic(
-            kwargs={"register": lambda item: self.models.register(item, self._source)}
-        )
-        hook.sslrun_register_launchers.call_historic(
-            kwargs={"register": lambda item: self.launchers.register(item, self._source)}
-        )
+        for kind, registry in (
+            ("plugins", self.plugins),
+            ("datasets", self.datasets),
+            ("models", self.models),
+            ("launchers", self.launchers),
+        ):
+            caller = getattr(self.pm.hook, f"sslrun_register_{kind}")
+            caller.call_historic(kwargs={"register": self._registrar(kind, registry)})
+
+    def _registrar(self, kind: str, registry: Registry[Any]) -> Callable[[type], None]:
+        """The ``register`` a catalogue hook gets; under ``SSLRUN_TRACE`` it says what came."""
+
+        def register(item: type) -> None:
+            registry.register(item, self._source)
+            if truthy(os.environ.get(TRACE_ENV)):
+                name = getattr(item, "name", item.__name__)
+                sys.stderr.write(
+                    f"trace: sslrun_register_{kind} [{self._source}] -> {registry.kind} '{name}'\n"
+                )
+
+        return register
 
     def add_module(self, record: PluginModule, module: ModuleType) -> None:
         """Register a plugin module; its catalogue hooks run now (historic replay)."""

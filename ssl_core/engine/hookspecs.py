@@ -56,6 +56,19 @@ if TYPE_CHECKING:
 
 hookspec = pluggy.HookspecMarker("sslrun")
 
+#: What each hook argument is; docs/hooks.md and ``sslrun plugins --hooks`` show these.
+ARGUMENTS = {
+    "register": "call it with each class to register: ``register(TheClass)``",
+    "run": "the :class:`~ssl_core.engine.run.Run`: recipe, data, models, optimizer, folder",
+    "epoch": "the epoch, counted from 0",
+    "batch": "the :class:`~ssl_core.engine.context.BatchContext`: this step's inputs and"
+    " what plugins share about them",
+    "metrics": "the epoch's record so far (read-only): ``epoch`` (from 1), ``test_acc``,"
+    " ``seconds``, ``lr``, every loss term, and the extras of the plugins called before",
+    "summary": "the run's summary, as in ``summary.json``: accuracies, epochs, seconds,"
+    " how the run was made",
+}
+
 
 # --- catalogue ------------------------------------------------------------------------
 
@@ -67,6 +80,12 @@ def sslrun_register_plugins(register: Callable[[type], None]) -> None:
     A plugin class subclasses :class:`ssl_core.api.plugin.Plugin`, names itself
     (``name``), declares its settings model (``Settings``) and its position in the
     call order (``order``). It is instantiated only when a recipe enables it.
+
+    Example::
+
+        @hookimpl
+        def sslrun_register_plugins(register):
+            register(PseudoLabel)  # a Plugin subclass; a recipe enables [plugins.pseudo_label]
     """
 
 
@@ -76,6 +95,12 @@ def sslrun_register_datasets(register: Callable[[type[DatasetProvider]], None]) 
 
     A provider names the dataset (the recipe's ``data.name``), declares the extra
     ``[data]`` keys it accepts (``Settings``) and loads it into memory (``load``).
+
+    Example::
+
+        @hookimpl
+        def sslrun_register_datasets(register):
+            register(Blobs)  # a DatasetProvider subclass with name = "blobs": data.name = "blobs"
     """
 
 
@@ -86,6 +111,12 @@ def sslrun_register_models(register: Callable[[type[ModelProvider]], None]) -> N
     A provider names the model (the recipe's ``model.name``), declares its extra
     ``[model]`` keys (``Settings``) and builds a module returning K pre-softmax
     outputs with a ``features`` method for the penultimate layer.
+
+    Example::
+
+        @hookimpl
+        def sslrun_register_models(register):
+            register(WideMlp)  # a ModelProvider subclass named "wide_mlp": model.name = "wide_mlp"
     """
 
 
@@ -96,6 +127,12 @@ def sslrun_register_launchers(register: Callable[[type[Launcher]], None]) -> Non
     A launcher (:class:`ssl_core.api.launcher.Launcher`) names itself (``sslrun sweep
     --launcher NAME``), declares its ``[launcher]`` keys (``Settings``) and starts a
     sweep's runs wherever it likes: child processes, Ray tasks, cluster jobs.
+
+    Example::
+
+        @hookimpl
+        def sslrun_register_launchers(register):
+            register(MyCluster)  # a Launcher subclass: sslrun sweep ... --launcher my_cluster
     """
 
 
@@ -110,6 +147,13 @@ def sslrun_setup(run: Run) -> None:
     stateful object to ``run.register_state(name, obj)`` so that the core checkpoints
     and restores it with the classifier. Called again on resume, before the
     checkpoint is loaded, so state restored from disk overwrites fresh state.
+
+    Example::
+
+        @hookimpl
+        def sslrun_setup(self, run):
+            self.teacher = copy.deepcopy(run.classifier).requires_grad_(False)
+            run.register_state("teacher", self.teacher)  # checkpointed and restored with the run
     """
 
 
@@ -119,6 +163,12 @@ def sslrun_epoch_start(run: Run, epoch: int) -> None:
 
     Also called again before a mid-epoch checkpoint is restored, so keep it free of
     effects that the restored state would not overwrite.
+
+    Example::
+
+        @hookimpl
+        def sslrun_epoch_start(self, run, epoch):
+            self.ramp = min(1.0, epoch / 10)  # from the epoch alone: the same again on resume
     """
 
 
@@ -128,6 +178,13 @@ def sslrun_pre_batch(run: Run, batch: BatchContext) -> None:
 
     Use it to prepare inputs other plugins may read from ``batch.shared`` (a
     generator's samples, for instance). The classifier is in training mode.
+
+    Example::
+
+        @hookimpl
+        def sslrun_pre_batch(self, run, batch):
+            noise = 0.1 * torch.randn_like(batch.x_unlabeled)
+            batch.shared["noisy_unlabeled"] = batch.x_unlabeled + noise  # for later plugins
     """
 
 
@@ -139,6 +196,14 @@ def sslrun_collect_losses(run: Run, batch: BatchContext) -> dict[str, Tensor] | 
     classifier. Term names must be unique across the enabled plugins; each is logged
     per epoch under its name. Plugins are called in their declared order, so a later
     plugin may reuse what an earlier one left in ``batch.shared``.
+
+    Example::
+
+        @hookimpl
+        def sslrun_collect_losses(self, run, batch):
+            logits = run.model(batch.x_labeled)
+            loss = F.cross_entropy(logits, batch.y_labeled)
+            return {"my_ce": self.settings.weight * loss}  # logged per epoch as my_ce
     """
 
 
@@ -149,6 +214,14 @@ def sslrun_after_step(run: Run, batch: BatchContext) -> None:
     A plugin that owns its own optimizer (the Bad GAN generator) steps it here. Not
     called for a batch skipped because of a non-finite loss
     (``train.on_nonfinite = "skip"``).
+
+    Example::
+
+        @hookimpl
+        def sslrun_after_step(self, run, batch):
+            with torch.no_grad():  # an exponential moving average follows the classifier
+                for mine, theirs in zip(self.teacher.parameters(), run.classifier.parameters()):
+                    mine.lerp_(theirs, 1 - self.settings.decay)
     """
 
 
@@ -162,6 +235,12 @@ def sslrun_evaluation_model(run: Run) -> nn.Module | None:
     from rank 0) on the test set, and the validation set when there is one, and
     reports ``<plugin>_<split>_acc`` (``ema_test_acc``). To score a model elsewhere,
     call ``run.evaluate(model, split)``.
+
+    Example::
+
+        @hookimpl
+        def sslrun_evaluation_model(self, run):
+            return self.teacher  # reported as <plugin>_test_acc beside test_acc
     """
 
 
@@ -174,6 +253,12 @@ def sslrun_epoch_end(run: Run, epoch: int, metrics: Mapping[str, Any]) -> dict[s
     logger placed last (a high ``order``) sees the epoch's whole record. Return extra
     metrics to log (they land in ``metrics.jsonl`` and the progress display). Advance
     per-epoch schedules here (FAT's lambda warm-up).
+
+    Example::
+
+        @hookimpl
+        def sslrun_epoch_end(self, run, epoch, metrics):
+            return {"ramp": self.ramp}  # in metrics.jsonl and the line per epoch
     """
 
 
@@ -185,4 +270,11 @@ def sslrun_run_end(run: Run, summary: dict[str, Any]) -> None:
     ``None`` when the run writes nothing (programmatic use in tests). ``summary.json``
     is written after this hook: if a plugin fails here, the run is not finished, and
     ``sslrun resume`` calls the hook again (with every epoch already trained).
+
+    Example::
+
+        @hookimpl
+        def sslrun_run_end(self, run, summary):
+            if run.out_dir is not None and run.world.is_main:
+                (run.out_dir / "final.txt").write_text(str(summary["final_test_acc"]))
     """

@@ -71,7 +71,7 @@ def epoch_metrics(run: Run, epoch: int, tally: EpochTally) -> dict[str, Any]:
         torch.cuda.synchronize(run.device)
     seconds = tally.elapsed()
     lr, _ = epoch_hyperparameters(run.recipe.optim, epoch, run.recipe.train.epochs)
-    metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}  # 1 for the first, as on screen
+    metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": tidy(lr)}  # 1 for the first, as on screen
     ranks = run.world.gather(({k: float(v) for k, v in tally.sums.items()}, tally.steps))
     steps = sum(count for _, count in ranks)
     for name in ranks[0][0]:
@@ -91,14 +91,23 @@ def epoch_metrics(run: Run, epoch: int, tally: EpochTally) -> dict[str, Any]:
     return metrics
 
 
+def tidy(value: float) -> float:
+    """``value`` to 12 significant digits: a schedule's 0.1 * 3 is logged as 0.3, not
+    0.30000000000000004 (the digits dropped are rounding error, not information)."""
+    return float(f"{value:.12g}")
+
+
 def plain_metric(plugin: str, key: str, value: Any) -> int | float | str | bool:
     """A metric as a plain JSON and checkpoint value (numbers from numpy or torch too)."""
-    if isinstance(value, (bool, int, float, str)):
+    if isinstance(value, float):
+        return tidy(value)
+    if isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, Tensor) and value.numel() == 1:
-        return value.item()
+        item = value.item()
+        return tidy(item) if isinstance(item, float) else item
     try:
-        return float(value)
+        return tidy(float(value))
     except (TypeError, ValueError):
         raise TrainingError(
             f"plugin '{plugin}' returned metric '{key}' of type {type(value).__name__};"

@@ -13,6 +13,7 @@ never through pyplot, so drawing holds no global state and needs no display.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imsave
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
 from ssl_core.engine.outputs import atomic_write_bytes
@@ -34,9 +36,20 @@ def _figure(width: float = 7.0, height: float = 4.5) -> tuple[Figure, Axes]:
     return figure, figure.add_subplot()
 
 
+def fit_title(figure: Figure, title: Text) -> None:
+    """Wrap ``title`` onto more lines until it fits the figure's width (never cut off)."""
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    text, columns = title.get_text(), len(title.get_text())
+    while title.get_window_extent(renderer).width > 0.96 * figure.bbox.width and columns > 16:
+        columns = int(columns * 0.85)
+        title.set_text(textwrap.fill(text, columns))
+
+
 def _save(figure: Figure, path: Path) -> Path:
     """Write the figure as a PNG atomically: a kill mid-write leaves the previous one whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for ax in figure.axes:
+        fit_title(figure, ax.title)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
@@ -193,17 +206,22 @@ def save_image_triplets(
             ax.set_xticks([])
             ax.set_yticks([])
         axes[row][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
-    figure.suptitle(title, fontsize="medium")
+    fit_title(figure, figure.suptitle(title, fontsize="medium"))
     return _save(figure, path)
 
 
 def save_image_grid(
-    images: Any, path: Path, nrow: int = 10, value_range: tuple[float, float] = (0.0, 1.0)
+    images: Any,
+    path: Path,
+    nrow: int = 10,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    title: str = "",
 ) -> Path:
     """Images (N, C, H, W) with C = 1 or 3, or (N, H, W), as one PNG grid of ``nrow`` columns.
 
     Values are mapped from ``value_range`` to [0, 1] and clipped (generators ending
-    in tanh pass ``(-1, 1)``); cells are separated by a 2-pixel white border.
+    in tanh pass ``(-1, 1)``); cells are separated by a 2-pixel white border. A
+    ``title`` goes above the grid, which is then drawn at two screen pixels per pixel.
     """
     array = _array(images).astype(np.float64)
     if array.ndim == 3:
@@ -221,11 +239,31 @@ def save_image_grid(
         top, left = pad + (index // cols) * (h + pad), pad + (index % cols) * (w + pad)
         grid[top : top + h, left : left + w] = image
     path.parent.mkdir(parents=True, exist_ok=True)
+    if title:
+        return _titled_image(grid, path, title)
     buffer = io.BytesIO()
     if c == 1:
         imsave(buffer, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0, format="png")
     else:
         imsave(buffer, grid, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _titled_image(image: np.ndarray, path: Path, title: str, band: int = 60) -> Path:
+    """``image`` (H, W, 1 or 3) in [0, 1], scaled up twice, under a band with ``title``."""
+    height, width = 2 * image.shape[0], max(2 * image.shape[1], 400)
+    figure = Figure(figsize=(width / 100, (height + band) / 100))
+    FigureCanvasAgg(figure)
+    ax = figure.add_axes((0.0, 0.0, 1.0, height / (height + band)))
+    shown = image[..., 0] if image.shape[-1] == 1 else image
+    ax.imshow(shown, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_axis_off()
+    fit_title(
+        figure, figure.suptitle(title, fontsize="medium", y=1 - 0.15 * band / (height + band))
+    )
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
     atomic_write_bytes(path, buffer.getvalue())
     return path
 

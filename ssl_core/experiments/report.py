@@ -412,10 +412,11 @@ def write_report(
     (:mod:`ssl_core.experiments.report_folder`).
     """
     from ssl_core.experiments import plots  # matplotlib is imported only when something is drawn
+    from ssl_core.experiments.run_warnings import warnings_markdown
 
     claim_report_folder(out_dir, REPORT_FILES)
     written = [out_dir / TABLE_MD, out_dir / TABLE_CSV]
-    atomic_write_text(written[0], markdown_table(rows, target))
+    atomic_write_text(written[0], markdown_table(rows, target) + warnings_markdown(groups))
     atomic_write_text(written[1], csv_table(rows, target))
     curves = {
         group.label: [run.accuracy_curve for run in group.runs if run.finished and run.history]

@@ -23,7 +23,9 @@ appear there too); `sslrun schema` prints the same as a JSON schema.
 
 Top level: `name` (a plain file name: letters, digits, `.`, `_`, `-`; default `"run"`),
 `seed` (0 to 2³² − 1; default 0), and the tables below. `[plugins.NAME]` enables a
-plugin (every plugin also takes `enabled = false`, which switches it off).
+plugin (every plugin also takes `enabled = false`, which switches it off). Under each
+plugin, dataset and model stands the first paragraph of its class's docstring; each
+key's meaning is its settings field's `description`.
 """
 
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ssl_core.api.plugin import STRICT, Plugin, PluginSettings
 from ssl_core.api.providers import DatasetProvider, ModelProvider, ProviderSettings, Registry
 from ssl_core.errors import RecipeError
+from ssl_core.recipe.paths import did_you_mean
 
 #: The largest batch a recipe may ask for (a typo such as 1e8 is refused at once).
 MAX_BATCH = 1_000_000
@@ -241,7 +242,7 @@ def read_toml(path: Path) -> dict[str, Any]:
             os.set_blocking(fd, True)
             data = handle.read(MAX_RECIPE_BYTES + 1)
     except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe file not found") from None
+        raise RecipeError(f"{path}: recipe file not found{did_you_mean(path)}") from None
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read recipe: {exc.strerror or exc}") from None
     if len(data) > MAX_RECIPE_BYTES:

@@ -21,6 +21,8 @@ class PseudoLabelSettings(PluginSettings):
 
 
 class PseudoLabel(Plugin):
+    """Cross-entropy on unlabeled images predicted confidently, their prediction as label."""
+
     name: ClassVar[str] = "pseudo_label"
     order: ClassVar[int] = 150
     Settings: ClassVar[type[PluginSettings]] = PseudoLabelSettings

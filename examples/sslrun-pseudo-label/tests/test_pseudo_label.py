@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sslrun_pseudo_label import PseudoLabel
 
-from ssl_core.engine.loop import train
-from ssl_core.testing import InterruptAt, assert_same_runs, built_run, tiny_recipe, train_recipe
+from ssl_core.errors import RecipeError
+from ssl_core.testing import assert_same_runs, built_run, tiny_recipe, train, train_recipe
 
 
 def test_confident_points_are_pseudo_labelled():
@@ -29,6 +30,12 @@ def test_an_interrupted_run_resumes_exactly(tmp_path):
     plugins = {"supervised": {}, "pseudo_label": {"threshold": 0.5}}
     train_recipe(tiny_recipe(plugins=plugins), tmp_path / "whole", PseudoLabel)
     stopped = tiny_recipe(plugins={**plugins, "interrupt_at": {"step": 4}})
-    train_recipe(stopped, tmp_path / "parts", PseudoLabel, InterruptAt)
-    train_recipe(stopped, tmp_path / "parts", PseudoLabel, InterruptAt, resume=True)
-    assert_same_runs(tmp_path / "whole", tmp_path / "parts")
+    train_recipe(stopped, tmp_path / "parts", PseudoLabel)  # interrupted after step 4
+    train_recipe(stopped, tmp_path / "parts", PseudoLabel, resume=True)
+    assert_same_runs(str(tmp_path / "whole"), str(tmp_path / "parts"))  # str paths work too
+
+
+def test_a_threshold_above_one_is_refused(tmp_path):
+    recipe = tiny_recipe(plugins={"supervised": {}, "pseudo_label": {"threshold": 2}})
+    with pytest.raises(RecipeError, match="plugins.pseudo_label.threshold"):
+        train_recipe(recipe, tmp_path / "run", PseudoLabel)
