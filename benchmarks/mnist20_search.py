@@ -31,13 +31,14 @@ from results_md import write_section
 
 from ssl_core.cli.sweep_commands import interrupt_on_sigterm
 from ssl_core.engine.catalogue import Catalogue
+from ssl_core.errors import SslrunError
 from ssl_core.experiments.grid import parse_seeds
 from ssl_core.recipe.spec import dump_toml, read_toml
 from ssl_core.tuning.folder import MANIFEST_NAME
 from ssl_core.tuning.report import BEST_TOML, manifest_parameters, report_folder, shown
 from ssl_core.tuning.space import load_space, put, toml_text
 from ssl_core.tuning.study import load_study, open_storage
-from ssl_core.tuning.trials import TrialEnd, TuneInterrupted, TuneSpec, TuneWatcher, run_study
+from ssl_core.tuning.trials import TrialEnd, TuneSpec, TuneWatcher, run_study
 
 REPO = Path(__file__).resolve().parent.parent
 TUNES = REPO / "tunes"
@@ -82,8 +83,8 @@ def search(args: argparse.Namespace) -> int:
     with interrupt_on_sigterm():  # SIGTERM as Ctrl-C: running trials checkpoint first
         try:
             result = run_study(spec, Catalogue.discover(), PrintedTrials())
-        except TuneInterrupted as exc:
-            print(f"error: {exc}", flush=True)
+        except SslrunError as exc:  # interrupted, or a folder of another setup: one line
+            print(f"error: {exc}", file=sys.stderr, flush=True)
             return exc.exit_code
     best = result.report.best
     if best is not None:
@@ -95,7 +96,10 @@ class PrintedTrials(TuneWatcher):
     """One line per trial as it ends (for logs)."""
 
     def trial_ended(self, end: TrialEnd) -> None:
-        value = f"{100 * end.val_mean:.2f}%" if end.val_mean is not None else end.message
+        if end.val_mean is not None:
+            value = f"{100 * end.val_mean:.2f}%"
+        else:
+            value = end.message or "stopped by the pruner (below the median at an epoch)"
         print(f"trial {end.number} {end.state}: {value}", flush=True)
 
 
