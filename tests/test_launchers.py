@@ -301,6 +301,44 @@ def kill_the_worker_after_an_epoch(folder: Path) -> None:
     os.kill(parent_of(lock_holder(folder)), signal.SIGKILL)  # the Ray worker running it
 
 
+#: A Ray worker's part of a run, without Ray: the task function in a process of its own.
+WORKER = """
+import sys
+from pathlib import Path
+from plugins.launchers.ray_tasks import train_in_task
+from ssl_core.api.launcher import RunJob
+recipe, folder, log = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+start = ("train", recipe, "--out", str(folder), *sys.argv[4:])
+resume = ("train", recipe, "--resume", str(folder), *sys.argv[4:])
+sys.exit(train_in_task(RunJob("run", folder, log, start, resume, folder / "checkpoint.pt"), 1))
+"""
+
+
+@pytest.mark.slow
+def test_a_run_whose_worker_dies_is_stopped_once_and_checkpoints(tmp_path):
+    """Ray signals a dead worker's process group with SIGTERM. The run already got one
+    SIGTERM because its parent died; a second would stop it at once, before its
+    checkpoint is complete, so the run lives in a process group of its own."""
+    folder, log = tmp_path / "run", tmp_path / "run.log"
+    overrides = [part for key, value in LONG.items() for part in ("--set", f"{key}={value}")]
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(MOONS), str(folder), str(log), *overrides],
+        start_new_session=True,  # its own group, as Ray's workers have
+    )
+    try:
+        wait_for(lambda: trained_epochs(folder) >= 1, "the first epoch", 300)
+        assert os.getpgid(lock_holder(folder)) != worker.pid  # out of the worker's group
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+    time.sleep(0.1)  # the host notices the death a little later
+    with contextlib.suppress(ProcessLookupError):  # the group may be empty: fine
+        os.killpg(worker.pid, signal.SIGTERM)  # what the host does to the group it lost
+    wait_for(lambda: is_free(folder), "the run to checkpoint and end", 300)
+    assert "again" not in log.read_text()  # the run was asked to stop once
+    assert (folder / "checkpoint.pt").is_file() and status(folder) == "interrupted"
+
+
 def interrupt_the_main_thread() -> None:
     """Ctrl-C as the sweep's own thread gets it, whatever thread the test runs in.
 

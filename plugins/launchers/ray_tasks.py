@@ -53,9 +53,11 @@ def train_in_task(job: RunJob, threads: int) -> int:
     """In a Ray worker: the run's process with its CPU threads capped to the task's CPUs.
 
     A cancelled task gets KeyboardInterrupt here; the child is then stopped and waited
-    for, so the run has checkpointed by the time the task ends.
+    for, so the run has checkpointed by the time the task ends. If the worker dies, the
+    child gets one SIGTERM (its parent died) and checkpoints: in a session of its own,
+    it is out of the worker's process group, which Ray signals too.
     """
-    return ChildRun(job, thread_env(threads)).run()
+    return ChildRun(job, thread_env(threads), own_session=True).run()
 
 
 class RayLauncher(Launcher):

@@ -127,6 +127,11 @@ class ChildRun:
     The child gets SIGTERM when the process that started it dies however it dies (on
     Linux), and on SIGTERM it checkpoints and stops; it ignores the ``ignore`` signals
     (SLURM's SIGUSR2 warning is for the job's own process, which stops the child).
+
+    ``own_session`` starts the child in a process group of its own, out of reach of a
+    host that signals the group of a process it lost: Ray ends a dead worker's group
+    with SIGTERM, which would follow the parent-death SIGTERM as a second one and stop
+    the run at once, before its checkpoint is complete.
     """
 
     def __init__(
@@ -134,10 +139,12 @@ class ChildRun:
         job: RunJob,
         env: Mapping[str, str] | None = None,
         ignore: tuple[signal.Signals, ...] = (),
+        own_session: bool = False,
     ) -> None:
         self.job = job
         self.env = dict(os.environ if env is None else env)
         self.ignore = ignore  # signals meant for the launcher's process, not the run's
+        self.own_session = own_session
         self.process: subprocess.Popen[bytes] | None = None
 
     def _before_exec(self) -> None:
@@ -157,6 +164,7 @@ class ChildRun:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 preexec_fn=self._before_exec,
+                start_new_session=self.own_session,
             )
 
     def wait(self) -> int:
