@@ -14,14 +14,17 @@ protocol runs have settled (:data:`EPOCHS`: FAT-20's protocol runs reach their f
 accuracy within 4 epochs of 500 updates, VAT-20's drift for longer; docs/results.md,
 section ``mnist20_search``). ``--gpu-runs K`` places K runs at a time on GPU 0.
 ``keep`` copies the study's small files (manifest, journal, tables, best.toml, figures,
-each run's recipe, metrics and summary) into ``docs/results/tune/METHOD20/``, which
-go into git. ``chosen`` writes the protocol recipe with the best trial's values: the
-"settings chosen on validation" rows of Table 1 (``benchmarks/paper_protocol.py``).
+each run's recipe, metrics and summary) into ``docs/results/tune/METHOD20/``, which go
+into git; in a fresh clone, ``search`` continues the kept study (its ended runs count, a
+trial cut with no checkpoint at hand trains its unfinished seeds again). ``chosen``
+writes the protocol recipe with the best trial's values: the "settings chosen on
+validation" rows of Table 1 (``benchmarks/paper_protocol.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -79,6 +82,9 @@ def search(args: argparse.Namespace) -> int:
         launcher_settings=launcher,
         timeout=args.timeout or None,
     )
+    if not spec.folder.exists() and (KEPT / f"{args.method}20" / MANIFEST_NAME).is_file():
+        restore(KEPT / f"{args.method}20", spec.folder)
+        print(f"continuing the study kept in {KEPT / f'{args.method}20'}", flush=True)
     print(f"study of {spec.recipe.name} over {space.name}: {spec.folder}", flush=True)
     with interrupt_on_sigterm():  # SIGTERM as Ctrl-C: running trials checkpoint first
         try:
@@ -122,6 +128,36 @@ def keep(args: argparse.Namespace) -> int:
                     shutil.copy2(run / name, kept / run.name / name)
     print(f"kept {source} in {target}")
     return 0
+
+
+def restore(kept: Path, target: Path) -> None:
+    """The kept study as a tune folder: its files and the runs that ended.
+
+    A run cut before its end has no checkpoint in the kept copy, so it is left out and
+    its trial trains that seed again when the study continues.
+    """
+    target.mkdir(parents=True)
+    for name in STUDY_FILES:
+        if (kept / name).is_file():
+            shutil.copy2(kept / name, target / name)
+    for trial in sorted((kept / "trials").glob("trial-*")):
+        restored = target / "trials" / trial.name
+        restored.mkdir(parents=True)
+        shutil.copy2(trial / "recipe.toml", restored / "recipe.toml")
+        for run in sorted(trial.glob("seed-*/")):
+            if has_ended(run):
+                shutil.copytree(run, restored / run.name)
+
+
+def has_ended(run: Path) -> bool:
+    """Whether a kept run finished or was stopped by the pruner (its summary says so)."""
+    try:
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and (
+        summary.get("status") == "finished" or "stopped_early" in summary
+    )
 
 
 def chosen(args: argparse.Namespace) -> int:

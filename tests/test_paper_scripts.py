@@ -155,3 +155,37 @@ def test_protocol_recipes_are_named_after_their_files(
     for path in sorted(protocol.RECIPES.glob("*.toml")):
         name = tomllib.loads(path.read_text())["name"]
         assert name == protocol.RECIPE_NAME_PREFIX + path.stem, path.name
+
+
+def test_a_kept_study_is_restored_with_the_runs_that_ended_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A fresh clone continues a study from its kept files: an ended run counts, a run
+    cut before its end (no checkpoint is kept) is left out, so its seed trains again."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import mnist20_search
+
+    kept = tmp_path / "kept"
+    summaries = {
+        "seed-1": {"status": "finished"},
+        "seed-2": {"status": "interrupted"},
+        "seed-3": {"status": "interrupted", "stopped_early": "below the median"},
+    }
+    trial = kept / "trials" / "trial-0000"
+    for seed, summary in summaries.items():
+        (trial / seed).mkdir(parents=True)
+        (trial / seed / SUMMARY_NAME).write_text(json.dumps(summary))
+        (trial / seed / METRICS_NAME).write_text('{"epoch": 1}\n')
+    (trial / "seed-4").mkdir()  # started, nothing written yet
+    (trial / RECIPE_NAME).write_text('name = "trial"\n')
+    for name in ("tune.toml", "study.journal"):
+        (kept / name).write_text(name)
+
+    target = tmp_path / "tunes" / "mnist20-fat"
+    mnist20_search.restore(kept, target)
+
+    restored = target / "trials" / "trial-0000"
+    assert sorted(p.name for p in restored.iterdir()) == [RECIPE_NAME, "seed-1", "seed-3"]
+    assert (restored / "seed-1" / METRICS_NAME).read_text() == '{"epoch": 1}\n'
+    assert (target / "study.journal").read_text() == "study.journal"
+    assert (target / "tune.toml").read_text() == "tune.toml"
