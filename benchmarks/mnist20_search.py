@@ -29,7 +29,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import optuna
 from results_md import write_section
 
 from ssl_core.cli.sweep_commands import interrupt_on_sigterm
@@ -38,7 +37,13 @@ from ssl_core.errors import SslrunError
 from ssl_core.experiments.grid import parse_seeds
 from ssl_core.recipe.spec import dump_toml, read_toml
 from ssl_core.tuning.folder import MANIFEST_NAME
-from ssl_core.tuning.report import BEST_TOML, manifest_parameters, report_folder, shown
+from ssl_core.tuning.report import (
+    BEST_TOML,
+    manifest_parameters,
+    parameter_importances,
+    report_folder,
+    shown,
+)
 from ssl_core.tuning.space import load_space, put, toml_text
 from ssl_core.tuning.study import load_study, open_storage
 from ssl_core.tuning.trials import TrialEnd, TuneSpec, TuneWatcher, run_study
@@ -257,7 +262,7 @@ STATES = ("complete", "pruned", "failed", "running")
 
 
 def study_importances(kept: Path) -> dict[str, float]:
-    """fANOVA importance of each parameter for the study's objective (empty if too few)."""
+    """PED-ANOVA importance of each parameter for the study's objective (empty if too few)."""
     manifest = read_toml(kept / MANIFEST_NAME)
     study = load_study(
         open_storage(str(kept / manifest["study"]["storage"])), manifest["study"]["name"]
@@ -265,7 +270,7 @@ def study_importances(kept: Path) -> dict[str, float]:
     complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
     if len(complete) < 2:
         return {}
-    return dict(optuna.importance.get_param_importances(study))
+    return parameter_importances(study)
 
 
 def main() -> int:

@@ -23,12 +23,19 @@ from optuna.trial import TrialState, create_trial
 
 from ssl_core.api.launcher import Launcher, LauncherSettings, RunJob
 from ssl_core.cli.app import main
-from ssl_core.errors import RecipeError
+from ssl_core.errors import FolderInUse, RecipeError
 from ssl_core.recipe.spec import dump_toml, load_recipe, read_toml
 from ssl_core.tuning.folder import MANIFEST_NAME, TuneLock
 from ssl_core.tuning.report import BEST_TOML, TRIALS_CSV, TRIALS_MD, report_folder
 from ssl_core.tuning.space import load_space
-from ssl_core.tuning.study import load_study, open_storage, open_study, pruner_description
+from ssl_core.tuning.study import (
+    FOLDER_ATTR,
+    RESULT_ATTR,
+    load_study,
+    open_storage,
+    open_study,
+    pruner_description,
+)
 from ssl_core.tuning.trials import TuneSpec, run_study
 
 from .conftest import error_line, tiny_recipe
@@ -249,6 +256,53 @@ def test_a_pruned_trial_ends_cleanly_and_is_never_resumed(tmp_path, base, catalo
     before = (run_dir / "metrics.jsonl").read_bytes()
     assert main_exit(["resume", str(run_dir), "--quiet"]) == 0
     assert (run_dir / "metrics.jsonl").read_bytes() == before
+
+
+class FolderInUseElsewhere(InProcess):
+    """Every run's folder is still held by a live process of an earlier, killed study."""
+
+    def launch(self, job: RunJob) -> int:
+        self.launched.append(job)
+        return FolderInUse.exit_code
+
+
+def test_a_run_whose_folder_is_in_use_leaves_its_trial_to_a_rerun(tmp_path, base, catalogue):
+    """Exit 75 is a run still checkpointing elsewhere, not a failure: the trial resumes."""
+    space = space_file(tmp_path, '"optim.lr" = { low = 0.001, high = 0.1, log = true }\n')
+    busy = FolderInUseElsewhere()
+    result = run_study(spec_of(tmp_path, base, space, trials=1), catalogue, launcher=busy)
+    assert result.ended == [] and len(busy.launched) == 1
+    assert [t.state for t in trials_of(result.folder)] == [TrialState.RUNNING]
+    again = InProcess()
+    run_study(spec_of(tmp_path, base, space, trials=1), catalogue, launcher=again)
+    assert [job.folder.parent.name for job in again.launched] == ["trial-0000"]
+    assert [t.state for t in trials_of(result.folder)] == [TrialState.COMPLETE]
+
+
+def test_a_trial_cut_while_its_values_were_drawn_fails_and_the_study_goes_on(
+    tmp_path, base, catalogue
+):
+    folder = tmp_path / "tune"
+    folder.mkdir()
+    storage = open_storage(str(folder.resolve() / "study.journal"))
+    cut = open_study(storage, folder.name, pruner=pruner_description("median", 0, 3)).ask()
+    cut.set_user_attr(FOLDER_ATTR, str((folder / "trials" / "trial-0000").resolve()))
+    space = space_file(tmp_path, '"optim.lr" = { low = 0.001, high = 0.1, log = true }\n')
+    launcher = InProcess()
+    run_study(spec_of(tmp_path, base, space, trials=2), catalogue, launcher=launcher)
+    assert [job.folder.parent.name for job in launcher.launched] == ["trial-0001"]
+    first, second = trials_of(folder)
+    assert first.state == TrialState.FAIL and second.state == TrialState.COMPLETE
+    assert "cut while its values were drawn" in first.user_attrs[RESULT_ATTR]["error"]
+
+
+def test_a_relative_storage_is_found_again_by_the_report(tmp_path, base, catalogue, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    space = space_file(tmp_path, '"optim.lr" = { low = 0.001, high = 0.1, log = true }\n')
+    spec = spec_of(tmp_path, base, space, trials=1, storage="elsewhere.journal")
+    run_study(spec, catalogue, launcher=InProcess())
+    monkeypatch.chdir(tmp_path / "tune")  # the report is read from anywhere
+    assert [row.state for row in report_folder(tmp_path / "tune").rows] == ["complete"]
 
 
 def test_a_second_tune_on_a_busy_folder_is_refused(tmp_path, base, catalogue):

@@ -72,7 +72,7 @@ def run(
         typer.Option(metavar="PLUGIN", help="switch the plugin off in every trial"),
     ] = None,
     jobs: Annotated[
-        int | None, typer.Option(metavar="N", help="runs at a time (default: one per seed)")
+        int | None, typer.Option(metavar="N", help="runs at a time (default: the launcher's)")
     ] = None,
     sampler: Annotated[
         str, typer.Option(metavar="NAME", help="tpe, random, or grid (all choices)")
@@ -191,10 +191,10 @@ class RichTuneWatcher(TuneWatcher):
         self.task: TaskID | None = None
 
     def start(self, spec: TuneSpec, done: int, resumed: int) -> None:
-        at_once = f"{spec.jobs} runs at a time" if spec.jobs else "one run per seed at a time"
+        at_once = f"{spec.jobs} at a time" if spec.jobs else "as many at a time as it runs"
         err_console.print(
             f"study '{spec.name}' in {spec.folder}: {done} of {spec.trials} trials ended,"
-            f" {resumed} to resume; {at_once} through {spec.launcher}",
+            f" {resumed} to resume; runs through {spec.launcher}, {at_once}",
             highlight=False,
             markup=False,
         )

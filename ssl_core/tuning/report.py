@@ -4,7 +4,7 @@
 - ``best.toml``: the base recipe with the best trial's values, headed by how they were
   chosen (study, trials, objective, seeds), ready for ``sslrun``;
 - ``history.png`` (each trial's objective and the best so far), ``importances.png``
-  (Optuna's fANOVA importance of each parameter for the objective) and
+  (Optuna's PED-ANOVA importance of each parameter for the objective) and
   ``parameters.png`` (the objective against each parameter's value).
 
 Everything is rebuilt from the study's storage and ``tune.toml``, so ``sslrun tune
@@ -251,7 +251,7 @@ def plot_importances(importances: dict[str, float], name: str, path: Path) -> Pa
     ax = figure.add_subplot()
     keys = list(importances)[::-1]
     ax.barh(keys, [importances[k] for k in keys])
-    ax.set_xlabel("importance for the objective (fANOVA, sums to 1)")
+    ax.set_xlabel("importance for the objective (PED-ANOVA, sums to 1)")
     ax.set_title(f"study {name}: parameter importances", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return _png(figure, path)
@@ -327,11 +327,20 @@ def write_report(
     if len(complete) >= 2 and any(
         len({shown(r.values.get(p.key)) for r in complete}) > 1 for p in parameters
     ):
-        importances = optuna.importance.get_param_importances(study)
+        importances = parameter_importances(study)
         written.append(plot_importances(importances, name, folder / IMPORTANCES_PNG))
     if complete:
         written.append(plot_parameters(rows, parameters, name, folder / PARAMETERS_PNG))
     return Report(rows, best, written)
+
+
+def parameter_importances(study: optuna.Study) -> dict[str, float]:
+    """Each parameter's share in the objective's variation (PED-ANOVA; they sum to 1).
+
+    Named rather than left to Optuna's default, which has changed between releases.
+    """
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+    return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
 
 
 def storage_location(folder: Path, recorded: str) -> str:

@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 from ssl_core.api.launcher import Launcher, LauncherSettings
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.outputs import RECIPE_NAME, SUMMARY_NAME, atomic_write_text
-from ssl_core.errors import RecipeError, SslrunError
+from ssl_core.errors import FolderInUse, RecipeError, SslrunError
 from ssl_core.experiments.folders import (
     PlannedRun,
     find_launcher,
@@ -56,6 +56,7 @@ from ssl_core.tuning.study import (
     RESULT_ATTR,
     check_choices,
     grid_size,
+    is_url,
     make_sampler,
     open_storage,
     open_study,
@@ -66,6 +67,9 @@ from ssl_core.tuning.study import (
 REPORTER = "tune"
 #: Exit codes of a run stopped by SIGINT, SIGTERM or SIGHUP after a checkpoint.
 INTERRUPT_CODES = frozenset({128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGHUP})
+#: Exit codes that leave a trial running, to be resumed by a rerun: an interrupt, or a
+#: run folder still held by another live process (a run of a killed study, checkpointing).
+CUT_CODES = INTERRUPT_CODES | {FolderInUse.exit_code}
 
 
 @dataclass
@@ -95,7 +99,9 @@ class TuneSpec:
     @property
     def storage_location(self) -> str:
         """Where the study lives: ``--storage``, else the journal file in the tune folder."""
-        return self.storage or str((self.folder / JOURNAL_NAME).resolve())
+        if self.storage is None:
+            return str((self.folder / JOURNAL_NAME).resolve())
+        return self.storage if is_url(self.storage) else str(Path(self.storage).resolve())
 
     @property
     def name(self) -> str:
@@ -177,7 +183,7 @@ def manifest(spec: TuneSpec, base: ResolvedRecipe) -> dict[str, Any]:
     return {
         "study": {
             "name": spec.name,
-            "storage": spec.storage or JOURNAL_NAME,
+            "storage": spec.storage_location if spec.storage else JOURNAL_NAME,
             "objective": "mean over seeds of the final epoch's validation accuracy",
             "sampler": spec.sampler,
             "pruner": spec.pruner,
@@ -282,10 +288,9 @@ class Study:
     def ask(self) -> TrialWork:
         """A new trial from the sampler, its values put into recipe terms."""
         trial = self.study.ask()
+        # Recorded first: a trial cut while its values are drawn is still found (unfinished).
+        trial.set_user_attr(FOLDER_ATTR, str(self.trial_folder(trial.number).resolve()))
         values = {p.key: p.value_of(suggest(trial, p)) for p in self.spec.parameters}
-        folder = self.trial_folder(trial.number)
-        trial.set_user_attr(FOLDER_ATTR, str(folder.resolve()))
-        trial.set_user_attr("sslrun.seeds", self.seeds)
         return self.plan(trial.number, values)
 
     def unfinished(self) -> list[TrialWork]:
@@ -296,9 +301,19 @@ class Study:
             folder = trial.user_attrs.get(FOLDER_ATTR, "")
             if Path(folder).parent != Path(ours):
                 continue
+            if any(p.key not in trial.params for p in self.spec.parameters):
+                self.never_drawn(trial.number)
+                continue
             values = {p.key: p.value_of(trial.params[p.key]) for p in self.spec.parameters}
             works.append(self.plan(trial.number, values))
         return works
+
+    def never_drawn(self, number: int) -> None:
+        """A trial cut while its values were drawn: it trained nothing, so it failed."""
+        error = "cut while its values were drawn; it trained nothing"
+        result = {"state": "failed", "runs": {}, "error": error}
+        self.record(number, result | {"val_mean": None, "val_std": None, "test_mean": None})
+        self.study.tell(number, state=TrialState.FAIL)
 
     def record(self, number: int, result: dict[str, Any]) -> None:
         """Keep a trial's results with it (its runs' accuracies, epochs, error) for reports."""
@@ -549,7 +564,7 @@ class Scheduler:
         summary = read_summary(run.folder)
         if code == 0 and summary is not None and summary.get("status") == "pruned":
             work.pruned = True
-        elif code in INTERRUPT_CODES or (code and self.stopping):
+        elif code in CUT_CODES or (code and self.stopping):
             work.interrupted = True
         elif code and work.error is None:
             work.error = failure_message(run.log, code)
