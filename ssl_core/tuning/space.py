@@ -76,15 +76,6 @@ class Parameter:
             return list(self.choices)
         return [self.low, self.high]
 
-    def describe(self) -> str:
-        """``0.1 … 5 (log)``, ``16 … 128 step 16`` or ``original | sign_corrected``."""
-        if self.choices:
-            return " | ".join(toml_text(choice) for choice in self.choices)
-        text = f"{self.low:g} … {self.high:g}"
-        if self.step is not None:
-            text += f" step {self.step:g}"
-        return text + (" (log)" if self.log else "")
-
 
 def load_space(path: Path) -> list[Parameter]:
     """The parameters of a space file, each checked for its own form (one-line errors)."""
