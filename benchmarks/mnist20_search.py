@@ -15,10 +15,11 @@ accuracy within 4 epochs of 500 updates, VAT-20's drift for longer; docs/results
 section ``mnist20_search``). ``--gpu-runs K`` places K runs at a time on GPU 0.
 ``keep`` copies the study's small files (manifest, journal, tables, best.toml, figures,
 each run's recipe, metrics and summary) into ``docs/results/tune/METHOD20/``, which go
-into git; in a fresh clone, ``search`` continues the kept study (its ended runs count, a
-trial cut with no checkpoint at hand trains its unfinished seeds again). ``chosen``
-writes the protocol recipe with the best trial's values: the "settings chosen on
-validation" rows of Table 1 (``benchmarks/paper_protocol.py``).
+into git; in a fresh clone at the same path (a study records its folders' absolute
+paths), ``search`` continues the kept study (its ended runs count, a trial cut with no
+checkpoint at hand trains its unfinished seeds again). ``chosen`` writes the protocol
+recipe with the best trial's values: the "settings chosen on validation" rows of Table 1
+(``benchmarks/paper_protocol.py``).
 """
 
 from __future__ import annotations
