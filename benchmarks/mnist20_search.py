@@ -116,7 +116,14 @@ class PrintedTrials(TuneWatcher):
 
 
 def keep(args: argparse.Namespace) -> int:
+    """The study's small files into git, its tables and figures first rebuilt from the journal.
+
+    A study writes its tables only when ``search`` ends, so a study still running (or one
+    cut by a kill) would otherwise be kept with tables older than its journal.
+    """
     source, target = folder(args.method), KEPT / f"{args.method}20"
+    if (source / MANIFEST_NAME).is_file():
+        report_folder(source)
     for name in STUDY_FILES:
         if (source / name).is_file():
             target.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ what the committed Table 1 and the ablation tables are built from is checked end
 
 from __future__ import annotations
 
+import argparse
 import json
 import tomllib
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME, SUMMARY_NAME
 from ssl_core.experiments.grid import toml_literal
-from ssl_core.recipe.spec import load_recipe
+from ssl_core.recipe.spec import dump_toml, load_recipe
 
 from .conftest import REPO
 
@@ -189,3 +190,47 @@ def test_a_kept_study_is_restored_with_the_runs_that_ended_only(
     assert (restored / "seed-1" / METRICS_NAME).read_text() == '{"epoch": 1}\n'
     assert (target / "study.journal").read_text() == "study.journal"
     assert (target / "tune.toml").read_text() == "tune.toml"
+
+
+def test_keep_rebuilds_the_study_s_tables_before_copying_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, catalogue: Catalogue
+) -> None:
+    """A study writes its tables when ``search`` ends; one kept while it runs (or after a
+    kill) must not carry tables older than its journal."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import mnist20_search
+
+    from ssl_core.tuning.report import TRIALS_MD
+    from ssl_core.tuning.space import load_space
+    from ssl_core.tuning.trials import TuneSpec, run_study
+
+    from .conftest import tiny_recipe
+    from .test_tune import InProcess
+
+    raw = tiny_recipe(train={"epochs": 1, "iterations_per_epoch": 2, "threads": 1})
+    raw["data"]["validation"] = 50
+    base = tmp_path / "base.toml"
+    base.write_text(dump_toml(raw))
+    space = tmp_path / "space.toml"
+    space.write_text('"optim.lr" = { choices = [0.001, 0.05] }\n')
+    tunes = tmp_path / "tunes"
+    spec = TuneSpec(
+        recipe=base,
+        space=space,
+        parameters=load_space(space),
+        folder=tunes / "mnist20-fat",
+        trials=2,
+        seeds=[1],
+        sampler="grid",
+    )
+    result = run_study(spec, catalogue, launcher=InProcess())
+    table = (result.folder / TRIALS_MD).read_text()
+    (result.folder / TRIALS_MD).write_text("a table from before the last trials\n")
+    monkeypatch.setattr(mnist20_search, "TUNES", tunes)
+    monkeypatch.setattr(mnist20_search, "KEPT", tmp_path / "kept")
+
+    assert mnist20_search.keep(argparse.Namespace(method="fat")) == 0
+
+    kept = tmp_path / "kept" / "fat20"
+    assert (kept / TRIALS_MD).read_text() == table
+    assert sorted(p.name for p in (kept / "trials").iterdir()) == ["trial-0000", "trial-0001"]
