@@ -18,8 +18,9 @@ each run's recipe, metrics and summary) into ``docs/results/tune/METHOD20/``, wh
 into git; in a fresh clone at the same path (a study records its folders' absolute
 paths), ``search`` continues the kept study (its ended runs count, a trial cut with no
 checkpoint at hand trains its unfinished seeds again). ``chosen`` writes the protocol
-recipe with the best trial's values: the "settings chosen on validation" rows of Table 1
-(``benchmarks/paper_protocol.py``).
+recipe with the best trial's values (``recipes/paper/METHOD_mnist20_tuned.toml``), which
+``python benchmarks/paper_protocol.py run --tuned --methods METHOD --labels 20`` trains on
+seeds 4-6 for the "settings chosen on validation" rows of Table 1.
 """
 
 from __future__ import annotations

@@ -11,10 +11,15 @@ Each run that finishes has its ``recipe.toml``, ``metrics.jsonl`` and ``summary.
 at any time (Ctrl-C or SIGTERM: the runs in progress checkpoint); the same command
 continues where it stopped, never redoing a finished run.
 
+``run --tuned`` trains ``recipes/paper/<recipe>_tuned.toml`` instead: the protocol with
+the settings a study chose on validation data (``benchmarks/mnist20_search.py chosen``),
+on seeds 4-6 by default, labeled draws the study never trained on (it used 1-3).
+
 ``report`` writes the ``paper_protocol`` section of docs/results.md: Table 1 (final-epoch
 test accuracy, mean ± std over seeds, with the batch-norm statistics of the recipe and
 with the running ones of the labeled passes; the best epoch on the test set labelled as
-such), Figure 3 (epochs to 98%, 90% and 80% on MNIST-100) and the accuracy curves.
+such; a "chosen on validation" row under each method that has a tuned recipe), Figure 3
+(epochs to 98%, 90% and 80% on MNIST-100) and the accuracy curves.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from mnist20_search import SEEDS as SEARCH_SEEDS
 from results_md import write_section
 
 from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME, SUMMARY_NAME
@@ -62,10 +68,13 @@ FIGURE3_TARGETS = (0.98, 0.90, 0.80)
 KEPT_FILES = (RECIPE_NAME, METRICS_NAME, SUMMARY_NAME)
 #: Every protocol recipe is named ``paper_<its file stem>``.
 RECIPE_NAME_PREFIX = "paper_"
+#: The stem's ending of a protocol recipe whose settings a study chose on validation data.
+TUNED = "_tuned"
+TUNED_SEEDS = "4-6"
 
 
-def recipe_stem(method: str, labels: int) -> str:
-    return f"{method}_mnist{labels}"
+def recipe_stem(method: str, labels: int, tuned: bool = False) -> str:
+    return f"{method}_mnist{labels}" + (TUNED if tuned else "")
 
 
 # --- run ------------------------------------------------------------------------------
@@ -126,12 +135,26 @@ class KeepFinished(SweepWatcher):
 
 
 def run(args: argparse.Namespace) -> int:
-    stems = [recipe_stem(m, n) for n in args.labels for m in args.methods]
+    recipes = [
+        RECIPES / f"{recipe_stem(m, n, args.tuned)}.toml" for n in args.labels for m in args.methods
+    ]
+    if missing := [path for path in recipes if not path.is_file()]:
+        where = missing[0].relative_to(REPO) if missing[0].is_relative_to(REPO) else missing[0]
+        sys.exit(
+            f"error: {where}: no such recipe (a tuned one is written by"
+            " benchmarks/mnist20_search.py chosen METHOD)"
+        )
+    seeds = parse_seeds(args.seeds or (TUNED_SEEDS if args.tuned else "1-3"))
+    if args.tuned and (searched := sorted(set(seeds) & set(parse_seeds(SEARCH_SEEDS)))):
+        sys.exit(
+            f"error: --seeds {args.seeds}: seed {searched[0]} is a labeled draw the study"
+            " trained on; score the chosen settings on other draws"
+        )
     spec = SweepSpec(
-        recipes=[RECIPES / f"{stem}.toml" for stem in stems],
+        recipes=recipes,
         name="paper",
         fixed=dict(parse_set(option) for option in args.set),
-        seeds=parse_seeds(args.seeds),
+        seeds=seeds,
         jobs=args.jobs,
         order="seed",
     )
@@ -168,23 +191,33 @@ def table1(results: Path) -> tuple[str, dict[str, list[RunRecord]]]:
     found: dict[str, list[RunRecord]] = {}
     for labels in LABELS:
         for method, title in METHODS.items():
+            paper = PAPER_TABLE1[method, labels]
             stem = recipe_stem(method, labels)
-            runs = found[stem] = committed_runs(results, stem)
-            if not runs:
-                rows.append(
-                    f"| {labels} | {title} | 0 | – | – | – | {PAPER_TABLE1[method, labels]} |"
-                )
-                continue
-            final = [r.history[-1]["test_acc"] for r in runs]
-            running = [r.history[-1].get("test_acc_labeled_bn") for r in runs]
-            running_cell = percent(running) if None not in running else "–"  # no re-estimate
-            best = [max(r.accuracy_curve) for r in runs]
-            budget = ", ".join(f"{u:,}" for u in sorted({updates(r) for r in runs}))
-            rows.append(
-                f"| {labels} | {title} | {len(runs)} ({budget}) | {percent(final)}"
-                f" | {running_cell} | {percent(best)} | {PAPER_TABLE1[method, labels]} |"
-            )
+            found[stem] = committed_runs(results, stem)
+            rows.append(table1_row(labels, title, found[stem], paper))
+            tuned = recipe_stem(method, labels, tuned=True)
+            if (RECIPES / f"{tuned}.toml").is_file() or (results / tuned).is_dir():
+                found[tuned] = committed_runs(results, tuned)
+                rows.append(table1_row(labels, tuned_title(title), found[tuned], paper))
     return "\n".join(rows), found
+
+
+def tuned_title(title: str) -> str:
+    return f"{title}, settings chosen on validation"
+
+
+def table1_row(labels: int, title: str, runs: list[RunRecord], paper: float) -> str:
+    if not runs:
+        return f"| {labels} | {title} | 0 | – | – | – | {paper} |"
+    final = [r.history[-1]["test_acc"] for r in runs]
+    running = [r.history[-1].get("test_acc_labeled_bn") for r in runs]
+    running_cell = percent(running) if None not in running else "–"  # no re-estimate
+    best = [max(r.accuracy_curve) for r in runs]
+    budget = ", ".join(f"{u:,}" for u in sorted({updates(r) for r in runs}))
+    return (
+        f"| {labels} | {title} | {len(runs)} ({budget}) | {percent(final)}"
+        f" | {running_cell} | {percent(best)} | {paper} |"
+    )
 
 
 def figure3(found: dict[str, list[RunRecord]]) -> str:
@@ -209,9 +242,13 @@ def curves(found: dict[str, list[RunRecord]]) -> list[Path]:
     written = []
     for labels in LABELS:
         series = {
-            title: [r.accuracy_curve for r in found[recipe_stem(method, labels)]]
+            name: [r.accuracy_curve for r in runs]
             for method, title in METHODS.items()
-            if found[recipe_stem(method, labels)]
+            for name, runs in (
+                (title, found[recipe_stem(method, labels)]),
+                (tuned_title(title), found.get(recipe_stem(method, labels, tuned=True), [])),
+            )
+            if runs
         }
         if series:
             path = FIGURES / f"paper-mnist{labels}-accuracy.png"
@@ -262,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("run", help="train the protocol recipes (resumable)")
-    train.add_argument("--seeds", default="1-3", help="seeds, e.g. 1-3 or 1,4")
+    train.add_argument("--seeds", help="seeds, e.g. 1-3 or 1,4 (default 1-3; 4-6 --tuned)")
+    train.add_argument("--tuned", action="store_true", help="the recipes chosen on validation")
     train.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
     train.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     train.add_argument("--labels", nargs="+", type=int, choices=LABELS, default=list(LABELS))

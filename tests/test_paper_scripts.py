@@ -68,6 +68,43 @@ def test_protocol_keeps_finished_runs_and_tables_them(
     )
 
 
+def test_protocol_tables_settings_chosen_on_validation_beside_the_paper_s(
+    scripts: tuple[ModuleType, ModuleType],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A tuned recipe trains on labeled draws the study never saw and has its own row."""
+    protocol, _ = scripts
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    tuned = (protocol.RECIPES / "vat_mnist20.toml").read_text()
+    tuned = tuned.replace('name = "paper_vat_mnist20"', 'name = "paper_vat_mnist20_tuned"')
+    (recipes / "vat_mnist20_tuned.toml").write_text(tuned)
+    monkeypatch.setattr(protocol, "RECIPES", recipes)
+    command = ["run", "--tuned", "--methods", "vat", "--labels", "20", "--jobs", "1"]
+    command += ["--root", str(tmp_path / "sweeps"), "--results", str(tmp_path / "kept")]
+
+    with pytest.raises(SystemExit, match="seed 3 is a labeled draw the study trained on"):
+        protocol.main([*command, "--seeds", "3-4"])
+    with pytest.raises(SystemExit, match="fat_mnist20_tuned.toml: no such recipe"):
+        protocol.main([*command[:3], "fat", *command[4:]])
+    assert not (tmp_path / "sweeps").exists()
+
+    assert protocol.main([*command, "--seeds", "4", *sets(TINY)]) == 0
+    kept = tmp_path / "kept" / "vat_mnist20_tuned" / "seed-4"
+    assert sorted(p.name for p in kept.iterdir()) == sorted(KEPT)
+    table, found = protocol.table1(tmp_path / "kept")
+    assert [r.folder for r in found["vat_mnist20_tuned"]] == [kept]
+    rows = table.splitlines()
+    paper_row = rows.index(next(r for r in rows if r.startswith("| 20 | VAT |")))
+    tuned_row = rows[paper_row + 1]
+    assert tuned_row.startswith("| 20 | VAT, settings chosen on validation | 1 (2) |")
+    assert f"| {100 * final_accuracy(kept):.2f} |" in tuned_row
+    assert tuned_row.endswith("| 67.04 |")
+    assert not any("FAT, settings chosen" in row for row in rows)  # no tuned FAT recipe
+
+
 def test_protocol_keeps_nothing_of_an_unfinished_run(
     scripts: tuple[ModuleType, ModuleType], tmp_path: Path
 ) -> None:
@@ -192,15 +229,14 @@ def test_a_kept_study_is_restored_with_the_runs_that_ended_only(
     assert (target / "tune.toml").read_text() == "tune.toml"
 
 
-def test_keep_rebuilds_the_study_s_tables_before_copying_them(
+@pytest.fixture
+def study_search(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, catalogue: Catalogue
-) -> None:
-    """A study writes its tables when ``search`` ends; one kept while it runs (or after a
-    kill) must not carry tables older than its journal."""
+) -> ModuleType:
+    """``mnist20_search`` over a finished two-trial grid study of the learning rate (moons)."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import mnist20_search
 
-    from ssl_core.tuning.report import TRIALS_MD
     from ssl_core.tuning.space import load_space
     from ssl_core.tuning.trials import TuneSpec, run_study
 
@@ -218,19 +254,59 @@ def test_keep_rebuilds_the_study_s_tables_before_copying_them(
         recipe=base,
         space=space,
         parameters=load_space(space),
-        folder=tunes / "mnist20-fat",
+        folder=tunes / "mnist20-vat",
         trials=2,
         seeds=[1],
         sampler="grid",
     )
-    result = run_study(spec, catalogue, launcher=InProcess())
-    table = (result.folder / TRIALS_MD).read_text()
-    (result.folder / TRIALS_MD).write_text("a table from before the last trials\n")
+    run_study(spec, catalogue, launcher=InProcess())
     monkeypatch.setattr(mnist20_search, "TUNES", tunes)
     monkeypatch.setattr(mnist20_search, "KEPT", tmp_path / "kept")
+    return mnist20_search
 
-    assert mnist20_search.keep(argparse.Namespace(method="fat")) == 0
 
-    kept = tmp_path / "kept" / "fat20"
+def test_keep_rebuilds_the_study_s_tables_before_copying_them(
+    study_search: ModuleType, tmp_path: Path
+) -> None:
+    """A study writes its tables when ``search`` ends; one kept while it runs (or after a
+    kill) must not carry tables older than its journal."""
+    from ssl_core.tuning.report import TRIALS_MD
+
+    source = tmp_path / "tunes" / "mnist20-vat"
+    table = (source / TRIALS_MD).read_text()
+    (source / TRIALS_MD).write_text("a table from before the last trials\n")
+
+    assert study_search.keep(argparse.Namespace(method="vat")) == 0
+
+    kept = tmp_path / "kept" / "vat20"
     assert (kept / TRIALS_MD).read_text() == table
     assert sorted(p.name for p in (kept / "trials").iterdir()) == ["trial-0000", "trial-0001"]
+
+
+def test_chosen_writes_the_protocol_recipe_with_the_best_trial_s_values(
+    study_search: ModuleType,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    catalogue: Catalogue,
+) -> None:
+    """The tuned recipe is the protocol's with the kept study's best values, and says so."""
+    from ssl_core.tuning.report import report_folder
+
+    study_search.keep(argparse.Namespace(method="vat"))
+    best = report_folder(tmp_path / "kept" / "vat20").best
+    assert best is not None
+    repo = tmp_path / "repo"
+    (repo / "recipes" / "paper").mkdir(parents=True)
+    protocol = REPO / "recipes" / "paper" / "vat_mnist20.toml"
+    (repo / "recipes" / "paper" / protocol.name).write_text(protocol.read_text())
+    monkeypatch.setattr(study_search, "REPO", repo)
+
+    assert study_search.chosen(argparse.Namespace(method="vat")) == 0
+
+    path = repo / "recipes" / "paper" / "vat_mnist20_tuned.toml"
+    tuned = load_recipe(path, catalogue)
+    paper = load_recipe(protocol, catalogue)
+    assert tuned.recipe.optim.lr == best.values["optim.lr"]
+    assert tuned.to_dict()["name"] == "paper_vat_mnist20_tuned"
+    assert tuned.recipe.train == paper.recipe.train  # the protocol's budget, untouched
+    assert "# Chosen by `sslrun tune` on validation data" in path.read_text()
