@@ -258,6 +258,44 @@ def test_a_pruned_trial_ends_cleanly_and_is_never_resumed(tmp_path, base, catalo
     assert (run_dir / "metrics.jsonl").read_bytes() == before
 
 
+@pytest.mark.parametrize("pruner", ["halving", "hyperband"])
+def test_the_other_pruners_stop_a_trial_behind_the_earlier_ones(tmp_path, base, catalogue, pruner):
+    """Four trials that learn, then one that learns nothing: it is stopped after epoch 1."""
+    folder = tmp_path / "tune"
+    folder.mkdir()
+    storage = open_storage(str(folder.resolve() / "study.journal"))
+    study = open_study(storage, folder.name, pruner=pruner_description(pruner, 0, 3))
+    for lr in [0.05, 0.05, 0.05, 0.05, 1e-7]:
+        study.enqueue_trial({"optim.lr": lr})
+    space = space_file(tmp_path, f'"optim.lr" = {{ choices = {LR_CHOICES} }}\n')
+    spec = spec_of(
+        tmp_path, base, space, trials=5, sampler="random", pruner=pruner, pruner_warmup=0
+    )
+    result = run_study(spec, catalogue, launcher=InProcess())
+    assert [(end.state, end.values["optim.lr"]) for end in result.ended] == [
+        *[("complete", 0.05)] * 4,
+        ("pruned", 1e-7),
+    ]
+    summary = json.loads((folder / "trials" / "trial-0004" / "seed-1" / "summary.json").read_text())
+    assert summary["status"] == "pruned" and summary["epochs"] == 1
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # and four trials report without warnings
+def test_an_integer_range_draws_whole_steps_that_the_runs_train_with(tmp_path, base, catalogue):
+    space = space_file(tmp_path, '"train.labeled_batch" = { low = 8, high = 24, step = 8 }\n')
+    result = run_study(
+        spec_of(tmp_path, base, space, trials=4, sampler="random"),
+        catalogue,
+        launcher=InProcess(),
+    )
+    drawn = [end.values["train.labeled_batch"] for end in result.ended]
+    assert len(drawn) == 4 and set(drawn) <= {8, 16, 24}
+    assert all(type(value) is int for value in drawn)
+    for end in result.ended:
+        trained = read_toml(result.folder / "trials" / f"trial-{end.number:04d}" / "recipe.toml")
+        assert trained["train"]["labeled_batch"] == end.values["train.labeled_batch"]
+
+
 class FolderInUseElsewhere(InProcess):
     """Every run's folder is still held by a live process of an earlier, killed study."""
 
@@ -454,8 +492,11 @@ def wait_for(condition, seconds: float) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.slow
-def test_a_study_killed_mid_trial_completes_on_rerun_and_runs_no_trial_twice(tmp_path, base):
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def slow_study_command(tmp_path: Path, base: Path) -> tuple[list[str], Path, Path]:
+    """A two-trial study whose runs take seconds an epoch: command, tune folder, first run."""
     raw = tiny_recipe(train={"epochs": 4, "iterations_per_epoch": 400, "threads": 1})
     raw["data"]["validation"] = 50
     base.write_text(dump_toml(raw))
@@ -475,24 +516,59 @@ def test_a_study_killed_mid_trial_completes_on_rerun_and_runs_no_trial_twice(tmp
         str(out),
         "--quiet",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run = out / "trials" / "trial-0000" / f"seed-{raw['seed']}"
+    return command, out, out / "trials" / "trial-0000" / f"seed-{raw['seed']}"
+
+
+def start_and_wait_for_an_epoch(command: list[str], run: Path) -> subprocess.Popen[str]:
+    study = subprocess.Popen(
+        command, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     metrics = run / "metrics.jsonl"
     wait_for(lambda: metrics.is_file() and metrics.read_text().count("\n") >= 1, 120)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    log = run.with_name(f"{run.name}.log")
-    wait_for(lambda: "error: interrupted by SIGTERM" in log.read_text(), 60)  # checkpointed
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    return study
+
+
+def rerun_completes_each_epoch_once(command: list[str], out: Path, run: Path) -> None:
+    """The same command again: both trials complete, the cut run resumed, no epoch twice."""
+    done = subprocess.run(command, env=ONE_THREAD, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     trials = trials_of(out)
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     for trial in ("trial-0000", "trial-0001"):
         lines = (out / "trials" / trial / run.name / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]  # each once
+    log = run.with_name(f"{run.name}.log")
     starts = [line for line in log.read_text().splitlines() if line.startswith("=== ")]
     assert len(starts) == 2 and "--resume" in starts[1]  # the cut run resumed, not restarted
+
+
+@pytest.mark.slow
+def test_a_study_killed_mid_trial_completes_on_rerun_and_runs_no_trial_twice(tmp_path, base):
+    command, out, run = slow_study_command(tmp_path, base)
+    first = start_and_wait_for_an_epoch(command, run)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    log = run.with_name(f"{run.name}.log")
+    wait_for(lambda: "error: interrupted by SIGTERM" in log.read_text(), 60)  # checkpointed
+    rerun_completes_each_epoch_once(command, out, run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stopped_study_checkpoints_its_trial_and_continues_on_rerun(tmp_path, base, stop):
+    command, out, run = slow_study_command(tmp_path, base)
+    first = start_and_wait_for_an_epoch(command, run)
+    first.send_signal(stop)
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130
+    assert stderr.strip().splitlines() == [
+        "error: study interrupted; the running trials stopped after a checkpoint;"
+        " run the same command again to continue it"
+    ]
+    assert (run / "checkpoint.pt").is_file()
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    assert [t.state for t in trials_of(out)] == [TrialState.RUNNING]  # left to the rerun
+    rerun_completes_each_epoch_once(command, out, run)
 
 
 @pytest.mark.slow
