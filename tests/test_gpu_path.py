@@ -256,6 +256,23 @@ def test_a_run_moves_between_devices_on_resume(tmp_path):
     assert summary is not None and summary["epochs"] == 2
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="scores on the CPU where there is no GPU")
+def test_a_gpu_run_is_scored_on_a_cpu_where_there_is_no_gpu(tmp_path):
+    """`sslrun evaluate` of a run folder that trained on a GPU, on a machine without one."""
+    from ssl_core.cli.session import evaluate_run
+    from ssl_core.engine.catalogue import Catalogue
+    from ssl_core.recipe.spec import dump_toml, read_toml
+
+    folder = tmp_path / "run"
+    assert train_recipe(tiny_recipe(train={"device": "cpu", "epochs": 1}), folder) is not None
+    catalogue = Catalogue.discover()
+    on_the_cpu = evaluate_run(folder, catalogue, None)
+    recorded = read_toml(folder / "recipe.toml")
+    recorded["train"]["device"] = "cuda"  # as the GPU machine wrote it
+    (folder / "recipe.toml").write_text(dump_toml(recorded))
+    assert evaluate_run(folder, catalogue, None) == on_the_cpu
+
+
 def test_a_checkpoint_holds_only_the_run_s_own_gpu_random_state():
     from ssl_core.engine.checkpoint import rng_state, set_rng_state
 
