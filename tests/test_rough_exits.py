@@ -230,6 +230,50 @@ def test_a_lock_that_cannot_be_taken_is_one_line(sslrun, tmp_path, make, message
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_lock_the_user_may_not_open_is_one_line(sslrun, tmp_path, monkeypatch):
+    """Permission denied on `.lock` (provoked here, as tests may run as root)."""
+    out = tmp_path / "run"
+    train_recipe(tiny_recipe(train={"epochs": 1}), out)
+    before = (out / "metrics.jsonl").read_bytes()
+    real_open = os.open
+
+    def denied(path, flags, *args):
+        if Path(path).name == ".lock":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", denied)
+    code, err = sslrun("resume", str(out), "--set", "train.epochs=2", "--quiet")
+    assert code == 2
+    assert f"{out / '.lock'}: cannot take the run folder's lock (permission denied)" in (
+        error_line(err)
+    )
+    assert (out / "metrics.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("launcher", "module", "extra"), [("ray", "ray", "ray"), ("slurm", "submitit", "slurm")]
+)
+def test_a_launcher_whose_library_is_missing_exits_2_before_any_folder_exists(
+    sslrun, tmp_path, monkeypatch, launcher, module, extra
+):
+    monkeypatch.setitem(sys.modules, module, None)  # found nowhere
+    recipe = str(recipe_file(tmp_path))
+    for command in (
+        ["sweep", recipe, "--launcher", launcher, "--root", str(tmp_path / "sweeps")],
+        ["tune", recipe, "--space", str(tmp_path / "space.toml"), "--launcher", launcher]
+        + ["--out", str(tmp_path / "tune")],
+    ):
+        (tmp_path / "space.toml").write_text('"optim.lr" = { choices = [0.01, 0.1] }\n')
+        code, err = sslrun(*command, "--set", "data.validation=50")
+        assert code == 2
+        assert error_line(err) == (
+            f"error: --launcher {launcher}: needs the package {module}, which is not"
+            f" installed (pip install 'sslrun[{extra}]')"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.toml", "tiny.toml"]
+
+
 def test_a_named_pipe_as_a_recipe_does_not_hang(sslrun, tmp_path):
     os.mkfifo(tmp_path / "pipe.toml")
     code, err = sslrun("validate", str(tmp_path / "pipe.toml"))  # nobody writes to it

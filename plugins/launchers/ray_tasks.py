@@ -65,6 +65,7 @@ class RayLauncher(Launcher):
 
     name: ClassVar[str] = "ray"
     Settings: ClassVar[type[LauncherSettings]] = RaySettings
+    requires: ClassVar[dict[str, str]] = {"ray": "pip install 'sslrun[ray]'"}
 
     def __init__(self, settings: LauncherSettings, jobs: int | None) -> None:
         super().__init__(settings, jobs)

@@ -89,6 +89,7 @@ class SlurmLauncher(Launcher):
 
     name: ClassVar[str] = "slurm"
     Settings: ClassVar[type[LauncherSettings]] = SlurmSettings
+    requires: ClassVar[dict[str, str]] = {"submitit": "pip install 'sslrun[slurm]'"}
 
     def __init__(self, settings: LauncherSettings, jobs: int | None) -> None:
         super().__init__(settings, jobs)

@@ -82,6 +82,10 @@ class Launcher:
 
     name: ClassVar[str]
     Settings: ClassVar[type[LauncherSettings]] = LauncherSettings
+    #: Optional libraries the launcher imports, by import name, with how to install each
+    #: (as :attr:`ssl_core.api.plugin.Plugin.requires`): a sweep or study naming the
+    #: launcher where one is missing is refused before any folder exists.
+    requires: ClassVar[dict[str, str]] = {}
 
     def __init__(self, settings: LauncherSettings, jobs: int | None) -> None:
         self.settings = settings

@@ -28,6 +28,7 @@ from ssl_core.experiments.report_folder import claim_report_folder, mark_report_
 from ssl_core.recipe.spec import (
     ResolvedRecipe,
     dump_toml,
+    importable,
     load_recipe,
     read_toml,
     validate_section,
@@ -160,6 +161,11 @@ def find_launcher(
         hint = f"did you mean '{close[0]}'?" if close else f"installed: {', '.join(known)}"
         raise RecipeError(f"--launcher {name}: unknown launcher ({hint})")
     launcher = catalogue.launchers[name]
+    for module, install in launcher.requires.items():
+        if not importable(module):
+            raise RecipeError(
+                f"--launcher {name}: needs the package {module}, which is not installed ({install})"
+            )
     settings = validate_section(launcher.Settings, keys, source, "launcher")
     return launcher, settings
 
