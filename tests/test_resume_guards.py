@@ -62,6 +62,26 @@ def test_a_resume_that_would_read_other_data_is_refused_naming_both(sslrun, tmp_
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+def test_a_resume_whose_labels_changed_is_refused_as_another_labeled_split(
+    sslrun, tmp_path, monkeypatch
+):
+    """The same images, relabelled: the examples match, the labeled split does not."""
+    rng = np.random.default_rng(3)
+    y = np.arange(60) % 2
+    x = (rng.normal(size=(60, 2)) + 3 * y[:, None]).astype(np.float32)
+    test = {"x_test": x[:20], "y_test": y[:20]}
+    np.savez(tmp_path / "mine.npz", x_train=x, y_train=y, **test)
+    raw = tiny_recipe(train={"epochs": 1})
+    raw["data"] = {"name": "npz", "root": str(tmp_path / "mine.npz"), "labels": 4}
+    out = tmp_path / "run"
+    assert sslrun(str(write_recipe(tmp_path / "mine.toml", raw)), "--out", str(out))[0] == 0
+    before = (out / "metrics.jsonl").read_bytes()
+    np.savez(tmp_path / "mine.npz", x_train=x, y_train=1 - y, **test)
+    code, err = sslrun("resume", str(out), "--set", "train.epochs=2", "--quiet")
+    assert code == 1 and "the run trained on other labeled split:" in error_line(err)
+    assert (out / "metrics.jsonl").read_bytes() == before
+
+
 def test_recipe_and_resume_continue_the_run_folders_recipe_not_the_files(sslrun, tmp_path):
     recipe = write_recipe(tmp_path / "tiny.toml", tiny_recipe(train={"epochs": 3}))
     out = tmp_path / "run"
