@@ -205,6 +205,25 @@ def test_sighup_stops_a_run_as_sigterm_does(sslrun, tmp_path):
 # --- bounds and odd files ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ("'1-1000000000'", "seeds: '1-1000000000': over 10000 seeds; a sweep takes fewer"),
+        (repr(list(range(10_001))), "seeds: over 10000 seeds; a sweep takes fewer"),
+    ],
+    ids=["range", "list"],
+)
+def test_a_sweep_file_with_too_many_seeds_is_refused_naming_the_file(
+    sslrun, tmp_path, seeds, message
+):
+    recipe_file(tmp_path)
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f'recipe = "tiny.toml"\nseeds = {seeds}\n')
+    code, err = sslrun("sweep", str(sweep), "--root", str(tmp_path / "sweeps"))
+    assert code == 2 and error_line(err) == f"error: {sweep}: {message}"
+    assert not (tmp_path / "sweeps").exists()
+
+
 def test_a_billion_seeds_are_refused_at_once():
     started = time.perf_counter()
     with pytest.raises(RecipeError, match=r"--seeds 1-1000000000: over 10000 seeds"):

@@ -36,27 +36,28 @@ MAX_SEEDS = 10_000
 # --- command-line values --------------------------------------------------------------
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str, where: str | None = None) -> list[int]:
     """``1-5`` → 1, 2, 3, 4, 5; ``1,3,7`` → 1, 3, 7; both forms mix (``1-3,9``).
 
     At most :data:`MAX_SEEDS` seeds: a typo such as ``1-1000000000`` is refused at once
-    rather than planned for minutes.
+    rather than planned for minutes. Errors name ``where`` (default ``--seeds TEXT``).
     """
+    where = where or f"--seeds {text}"
     seeds: list[int] = []
     for part in text.split(","):
         match = _SEEDS.fullmatch(part.strip())
         if match is None:
-            raise RecipeError(f"--seeds {text}: '{part}' is not a seed or a range like 1-5")
+            raise RecipeError(f"{where}: '{part}' is not a seed or a range like 1-5")
         first = int(match[1])
         last = int(match[2]) if match[2] else first
         if last < first:
-            raise RecipeError(f"--seeds {text}: range '{part}' runs backwards")
+            raise RecipeError(f"{where}: range '{part}' runs backwards")
         if len(seeds) + last - first + 1 > MAX_SEEDS:
-            raise RecipeError(f"--seeds {text}: over {MAX_SEEDS} seeds; a sweep takes fewer")
+            raise RecipeError(f"{where}: over {MAX_SEEDS} seeds; a sweep takes fewer")
         seeds.extend(range(first, last + 1))
     twice = next((seed for seed, n in Counter(seeds).items() if n > 1), None)
     if twice is not None:
-        raise RecipeError(f"--seeds {text}: seed {twice} is listed twice")
+        raise RecipeError(f"{where}: seed {twice} is listed twice")
     return seeds
 
 
@@ -305,7 +306,7 @@ def _file_seeds(path: Path, seeds: str | int | list[int] | None) -> list[int] | 
     if seeds is None:
         return None
     if isinstance(seeds, str):
-        return parse_seeds(seeds)
+        return parse_seeds(seeds, f"{path}: seeds: {seeds!r}")
     listed = [seeds] if isinstance(seeds, int) else seeds
     if len(listed) > MAX_SEEDS:
         raise RecipeError(f"{path}: seeds: over {MAX_SEEDS} seeds; a sweep takes fewer")
