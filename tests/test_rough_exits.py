@@ -191,6 +191,18 @@ def test_commands_work_with_stdout_closed_and_write_nothing_into_the_run(tmp_pat
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_sigterm_and_sighup_stop_a_sweep_or_a_study_as_ctrl_c_does(signum):
+    """A sweep or study turns both into Ctrl-C (its runs checkpoint); the handlers go back."""
+    from ssl_core.cli.sweep_commands import interrupt_on_sigterm
+
+    before = signal.getsignal(signum)
+    with pytest.raises(KeyboardInterrupt), interrupt_on_sigterm():
+        os.kill(os.getpid(), signum)
+        time.sleep(10)  # the handler raises while this waits
+    assert signal.getsignal(signum) is before
+
+
 def test_sighup_stops_a_run_as_sigterm_does(sslrun, tmp_path):
     plugins = {"supervised": {}, "interrupt_at": {"step": 1, "signal": "SIGHUP"}}
     out = tmp_path / "run"
