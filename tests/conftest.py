@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,12 @@ from ssl_core.engine.catalogue import Catalogue
 
 # Tiny tensors run fastest on one thread; two threads on two shared cores thrash.
 torch.set_num_threads(1)
+
+# Ctrl-C as a terminal gives it, however the suite was started: a shell without job
+# control starts a background command with SIGINT ignored, and Python then keeps it
+# ignored, in this process and in every process it starts. The interrupt tests (a sweep
+# or study stopped by Ctrl-C, Ctrl-C while a process imports) would then wait forever.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes"
