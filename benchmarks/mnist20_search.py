@@ -46,7 +46,7 @@ from ssl_core.tuning.report import (
     report_folder,
     shown,
 )
-from ssl_core.tuning.space import load_space, put, toml_text
+from ssl_core.tuning.space import load_space, put
 from ssl_core.tuning.study import load_study, open_storage
 from ssl_core.tuning.trials import TrialEnd, TuneSpec, TuneWatcher, run_study
 
@@ -193,8 +193,12 @@ def chosen(args: argparse.Namespace) -> int:
     for key, value in values.items():
         put(recipe, key, value)
     recipe["name"] = f"paper_{args.method}_mnist20_tuned"
+    # best.toml's header lists the values; its last line speaks of the trials' recipe, which
+    # the protocol recipe replaces here.
     header = [
-        line for line in best.read_text(encoding="utf-8").splitlines() if line.startswith("#")
+        line
+        for line in best.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#") and not line.startswith("# Every other key")
     ]
     text = "\n".join(
         [
@@ -203,8 +207,7 @@ def chosen(args: argparse.Namespace) -> int:
             f"# study chose on validation data (docs/results/tune/{args.method}20/,"
             " benchmarks/mnist20_search.py):",
             *header,
-            "# Everything else as in the protocol recipe (100 epochs of 500 updates).",
-            *(f"#   {key} = {toml_text(value)}" for key, value in values.items()),
+            "# Every other key is as in the protocol recipe (100 epochs of 500 updates).",
             "",
         ]
     )
