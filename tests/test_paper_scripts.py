@@ -310,6 +310,6 @@ def test_chosen_writes_the_protocol_recipe_with_the_best_trial_s_values(
     assert tuned.to_dict()["name"] == "paper_vat_mnist20_tuned"
     assert tuned.recipe.train == paper.recipe.train  # the protocol's budget, untouched
     text = path.read_text()
-    assert "# Chosen by `sslrun tune` on validation data" in text
-    assert text.count("#   optim.lr = ") == 1  # each chosen value listed once
+    assert "Chosen by `sslrun tune` on validation data" in text
+    assert text.count("optim.lr = ") == 1  # each chosen value listed once
     assert "as the trials trained" not in text  # the protocol, not the trials, fills the rest
