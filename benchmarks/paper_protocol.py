@@ -270,6 +270,11 @@ def report(args: argparse.Namespace) -> int:
         " updates (the official run is 24× longer and reports its best epoch on the test"
         " set). Run data: `docs/results/paper/<recipe>/seed-<n>/`, written by"
         " `python benchmarks/paper_protocol.py run --seeds 1-3 --jobs 2` (one thread per run)."
+        ' Rows "settings chosen on validation": `recipes/paper/<recipe>_tuned.toml` (written'
+        " by `python benchmarks/mnist20_search.py chosen METHOD`) on labeled draws the search"
+        " never used, by `python benchmarks/paper_protocol.py run --tuned --methods fat vat"
+        " --labels 20 --jobs 2` (seeds 4–6); where the chosen recipe evaluates with the"
+        ' running statistics already, "running BN stats" is empty.'
         " \"final\" is the last epoch's model with the recipe's batch-norm statistics;"
         ' "running BN stats" scores the same weights with the running averages of the'
         ' labeled passes; "best epoch on test" picks the best epoch by its test accuracy'
