@@ -9,7 +9,9 @@ Each run that finishes has its ``recipe.toml``, ``metrics.jsonl`` and ``summary.
 (kilobytes) copied to ``docs/results/paper/<recipe>/seed-<n>/``, which go into git, so
 ``report`` rebuilds the tables and figures from committed data on any machine. Stop it
 at any time (Ctrl-C or SIGTERM: the runs in progress checkpoint); the same command
-continues where it stopped, never redoing a finished run.
+continues where it stopped, never redoing a finished run. A seed whose runs are already
+committed for every chosen recipe is not trained again (a fresh clone resumes the study
+where the committed data ends), and a committed run is never overwritten.
 
 ``run --tuned`` trains ``recipes/paper/<recipe>_tuned.toml`` instead: the protocol with
 the settings a study chose on validation data (``benchmarks/mnist20_search.py chosen``),
@@ -25,6 +27,7 @@ such; a "chosen on validation" row under each method that has a tuned recipe), F
 from __future__ import annotations
 
 import argparse
+import filecmp
 import shutil
 import sys
 from collections.abc import Callable
@@ -86,15 +89,31 @@ def parse_set(option: str) -> tuple[str, object]:
     return key, parse_literal(value)
 
 
-def keep_run(folder: Path, target_of: Callable[[Path], Path]) -> Path | None:
-    """Copy a finished run's small files into ``target_of(folder)``; None if unfinished.
+def is_finished_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a run that finished.
 
     A run that failed early may have left a folder without ``recipe.toml``: no summary
     is checked first, so that such a folder is passed over, not read.
     """
-    if not (folder / SUMMARY_NAME).is_file() or not read_run(folder).finished:
+    return (folder / SUMMARY_NAME).is_file() and read_run(folder).finished
+
+
+def same_file(one: Path, other: Path) -> bool:
+    return other.is_file() and filecmp.cmp(one, other, shallow=False)
+
+
+def keep_run(folder: Path, target_of: Callable[[Path], Path]) -> Path | None:
+    """Copy a finished run's small files into ``target_of(folder)``; None if not copied.
+
+    Nothing is copied from an unfinished run, nor over a finished run already kept there:
+    committed results may come from another machine, and a rerun of the same seed must
+    not silently replace them (its files stay in its sweep folder).
+    """
+    if not is_finished_run(folder):
         return None
     target = target_of(folder)
+    if is_finished_run(target):
+        return target if all(same_file(folder / n, target / n) for n in KEPT_FILES) else None
     target.mkdir(parents=True, exist_ok=True)
     for name in KEPT_FILES:
         shutil.copy2(folder / name, target / name)
@@ -123,8 +142,12 @@ class KeepFinished(SweepWatcher):
 
     def done(self, outcome: Outcome) -> None:
         folder = outcome.run.folder
-        kept = keep_run(folder, self.target_of)
-        state = f"kept in {kept}" if kept else f"not finished ({outcome.message or 'stopped'})"
+        if kept := keep_run(folder, self.target_of):
+            state = f"kept in {kept}"
+        elif is_finished_run(folder):
+            state = f"finished; not kept, {self.target_of(folder)} already holds this seed's run"
+        else:
+            state = f"not finished ({outcome.message or 'stopped'})"
         print(f"{folder}: {state}", flush=True)
 
     def keep_all(self, result: SweepResult) -> None:
@@ -132,6 +155,15 @@ class KeepFinished(SweepWatcher):
         for planned in result.plan.runs:
             if planned.folder.is_dir():
                 keep_run(planned.folder, self.target_of)
+
+
+def committed_seeds(results: Path, stems: list[str], seeds: list[int]) -> list[int]:
+    """The seeds whose run of every recipe in ``stems`` is already kept in ``results``."""
+    return [
+        seed
+        for seed in seeds
+        if all(is_finished_run(results / stem / f"seed-{seed}") for stem in stems)
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,6 +182,17 @@ def run(args: argparse.Namespace) -> int:
             f"error: --seeds {args.seeds}: seed {searched[0]} is a labeled draw the study"
             " trained on; score the chosen settings on other draws"
         )
+    if committed := committed_seeds(args.results, [path.stem for path in recipes], seeds):
+        listed = ", ".join(map(str, committed))
+        plural = "s" if len(committed) > 1 else ""
+        print(
+            f"{args.results}: seed{plural} {listed} already committed for every recipe;"
+            " not trained again",
+            flush=True,
+        )
+        seeds = [seed for seed in seeds if seed not in committed]
+    if not seeds:
+        return 0
     spec = SweepSpec(
         recipes=recipes,
         name="paper",

@@ -55,8 +55,20 @@ def test_protocol_keeps_finished_runs_and_tables_them(
     assert sorted(p.name for p in kept.iterdir()) == sorted(KEPT)
     assert "0 failed of 1 launched" in capsys.readouterr().out
 
-    assert protocol.main(command + sets(TINY)) == 0  # finished: nothing launched again
-    assert "0 failed of 0 launched" in capsys.readouterr().out
+    # Committed: not trained again, here or from a fresh clone with no sweep folder.
+    fresh_clone = [*command[:-4], "--root", str(tmp_path / "other-sweeps"), *command[-2:]]
+    for again in (command, fresh_clone):
+        assert protocol.main(again + sets(TINY)) == 0
+        assert "seed 1 already committed for every recipe" in capsys.readouterr().out
+    assert not (tmp_path / "other-sweeps").exists()
+
+    # A rerun of a committed seed that ended differently never replaces the committed one.
+    (run,) = {p.parent for p in (tmp_path / "sweeps").rglob(SUMMARY_NAME)}
+    assert protocol.keep_run(run, lambda _: kept) == kept  # the same run: already kept
+    committed = (kept / METRICS_NAME).read_bytes()
+    (run / METRICS_NAME).write_bytes(committed.replace(b'"epoch": 1', b'"epoch": 1, "rerun": 1'))
+    assert protocol.keep_run(run, lambda _: kept) is None
+    assert (kept / METRICS_NAME).read_bytes() == committed
 
     table, found = protocol.table1(tmp_path / "kept")
     assert [r.folder for r in found["vat_mnist100"]] == [kept]
