@@ -8,12 +8,14 @@ folder's, the original command lost from the summary.
 from __future__ import annotations
 
 import json
+import platform
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ssl_core.engine.launches import cpu_model_name
 from ssl_core.recipe.spec import dump_toml
 from ssl_core.testing import InterruptAt, catalogue_with, tiny_recipe
 
@@ -122,3 +124,14 @@ def test_the_summary_keeps_every_launch_in_order(sslrun, tmp_path, monkeypatch):
     assert launches[1]["ended_at"] == summary["ended_at"]
     assert summary["command"] == launches[0]["command"]  # the command that made the run
     assert summary["overrides"] == ["train.check_every=1"] and summary["epochs"] == 3
+    assert [launch["processor"] for launch in launches] == [cpu_model_name()] * 2
+    assert summary["processor"] == cpu_model_name()
+
+
+def test_the_cpu_is_named_from_cpuinfo_or_by_platform(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: Acme\nmodel name\t: Acme Z9 @ 3 GHz\n")
+    assert cpu_model_name(cpuinfo) == "Acme Z9 @ 3 GHz"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: \n")  # no name: as if there were no file
+    fallback = platform.processor() or platform.machine() or "unknown"
+    assert cpu_model_name(cpuinfo) == cpu_model_name(tmp_path / "absent") == fallback

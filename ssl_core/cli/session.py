@@ -17,7 +17,7 @@ from ssl_core.engine.build import build_run
 from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.checkpoint import CHECKPOINT_NAME
 from ssl_core.engine.distributed import World
-from ssl_core.engine.launches import now
+from ssl_core.engine.launches import now, processor
 from ssl_core.engine.loop import prepare_training, restore_for_evaluation, train
 from ssl_core.engine.outputs import (
     ACCURACY_NAME,
@@ -160,6 +160,7 @@ def train_resolved(
                 run.out_dir = run_dir
                 run.provenance = {k: v for k, v in (provenance or {}).items() if v is not None}
                 run.provenance["started_at"] = now()
+                run.provenance["processor"] = processor(run.device)
                 main = world.is_main and not quiet
                 reporter: Reporter = RichReporter() if main else Reporter()
                 reporter.message(f"run folder: {run_dir}")
