@@ -9,9 +9,9 @@ Each run that finishes has its ``recipe.toml``, ``metrics.jsonl`` and ``summary.
 (kilobytes) copied to ``docs/results/paper/<recipe>/seed-<n>/``, which go into git, so
 ``report`` rebuilds the tables and figures from committed data on any machine. Stop it
 at any time (Ctrl-C or SIGTERM: the runs in progress checkpoint); the same command
-continues where it stopped, never redoing a finished run. A seed whose runs are already
-committed for every chosen recipe is not trained again (a fresh clone resumes the study
-where the committed data ends), and a committed run is never overwritten.
+continues where it stopped, never redoing a finished run, and so does a fresh clone: a
+run already committed is copied back into the sweep folder instead of being trained
+again. A committed run is never overwritten.
 
 ``run --tuned`` trains ``recipes/paper/<recipe>_tuned.toml`` instead: the protocol with
 the settings a study chose on validation data (``benchmarks/mnist20_search.py chosen``),
@@ -36,8 +36,10 @@ from pathlib import Path
 from mnist20_search import SEEDS as SEARCH_SEEDS
 from results_md import write_section
 
+from ssl_core.engine.catalogue import Catalogue
 from ssl_core.engine.outputs import METRICS_NAME, RECIPE_NAME, SUMMARY_NAME
-from ssl_core.experiments.grid import SweepSpec, parse_seeds
+from ssl_core.experiments.folders import plan_sweep
+from ssl_core.experiments.grid import SweepSpec, parse_seeds, toml_literal
 from ssl_core.experiments.launch import Outcome, SweepWatcher
 from ssl_core.experiments.plots import plot_accuracy
 from ssl_core.experiments.report import (
@@ -49,7 +51,7 @@ from ssl_core.experiments.report import (
     read_run,
 )
 from ssl_core.experiments.sweep import SweepResult, run_sweep
-from ssl_core.recipe.spec import parse_literal
+from ssl_core.recipe.spec import load_recipe, parse_literal, read_toml
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes" / "paper"
@@ -157,13 +159,31 @@ class KeepFinished(SweepWatcher):
                 keep_run(planned.folder, self.target_of)
 
 
-def committed_seeds(results: Path, stems: list[str], seeds: list[int]) -> list[int]:
-    """The seeds whose run of every recipe in ``stems`` is already kept in ``results``."""
-    return [
-        seed
-        for seed in seeds
-        if all(is_finished_run(results / stem / f"seed-{seed}") for stem in stems)
-    ]
+def restore_committed(spec: SweepSpec, root: Path, results: Path) -> list[Path]:
+    """Copy the committed runs of the sweep's seeds back into its run folders, if absent.
+
+    A fresh clone has no sweep folder; with the committed small files back in place the
+    sweep counts those runs as finished instead of training them again for hours.
+    Only folders that do not exist are written, and only with a committed run of the
+    very recipe the sweep would train.
+    """
+    catalogue = Catalogue.discover()
+    plan = plan_sweep(spec, catalogue, root)
+    overrides = [f"{key}={toml_literal(value)}" for key, value in spec.fixed.items()]
+    restored = []
+    for planned in plan.runs:
+        recipe = plan.settings[planned.setting].recipe
+        committed = results / recipe.stem / planned.folder.name
+        if planned.folder.exists() or not is_finished_run(committed):
+            continue
+        seeded = load_recipe(recipe, catalogue, [*overrides, f"seed={planned.seed}"])
+        if seeded.difference(read_toml(committed / RECIPE_NAME)) is not None:
+            continue  # committed with other settings: this sweep trains its own run
+        planned.folder.mkdir(parents=True)
+        for name in KEPT_FILES:
+            shutil.copy2(committed / name, planned.folder / name)
+        restored.append(planned.folder)
+    return restored
 
 
 def run(args: argparse.Namespace) -> int:
@@ -182,17 +202,6 @@ def run(args: argparse.Namespace) -> int:
             f"error: --seeds {args.seeds}: seed {searched[0]} is a labeled draw the study"
             " trained on; score the chosen settings on other draws"
         )
-    if committed := committed_seeds(args.results, [path.stem for path in recipes], seeds):
-        listed = ", ".join(map(str, committed))
-        plural = "s" if len(committed) > 1 else ""
-        print(
-            f"{args.results}: seed{plural} {listed} already committed for every recipe;"
-            " not trained again",
-            flush=True,
-        )
-        seeds = [seed for seed in seeds if seed not in committed]
-    if not seeds:
-        return 0
     spec = SweepSpec(
         recipes=recipes,
         name="paper",
@@ -201,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         order="seed",
     )
+    for folder in restore_committed(spec, args.root, args.results):
+        print(f"{folder}: committed in {args.results}; not trained again", flush=True)
     keeper = KeepFinished(protocol_target(args.results))
     result = run_sweep(spec, root=args.root, watcher=keeper)
     keeper.keep_all(result)

@@ -55,26 +55,30 @@ def test_protocol_keeps_finished_runs_and_tables_them(
     assert sorted(p.name for p in kept.iterdir()) == sorted(KEPT)
     assert "0 failed of 1 launched" in capsys.readouterr().out
 
-    # Committed: not trained again, here or from a fresh clone with no sweep folder.
-    fresh_clone = [*command[:-4], "--root", str(tmp_path / "other-sweeps"), *command[-2:]]
-    for again in (command, fresh_clone):
-        assert protocol.main(again + sets(TINY)) == 0
-        assert "seed 1 already committed for every recipe" in capsys.readouterr().out
-    assert not (tmp_path / "other-sweeps").exists()
+    assert protocol.main(command + sets(TINY)) == 0  # finished: nothing launched again
+    assert "0 failed of 0 launched" in capsys.readouterr().out
 
-    # A rerun of a committed seed that ended differently never replaces the committed one.
-    (run,) = {p.parent for p in (tmp_path / "sweeps").rglob(SUMMARY_NAME)}
-    assert protocol.keep_run(run, lambda _: kept) == kept  # the same run: already kept
+    # A fresh clone (no sweep folder) continues from the committed run: seed 2 alone trains.
+    fresh_clone = ["run", "--methods", "vat", "--labels", "100", "--seeds", "1-2", "--jobs", "1"]
+    fresh_clone += ["--root", str(tmp_path / "clone"), "--results", str(tmp_path / "kept")]
+    assert protocol.main(fresh_clone + sets(TINY)) == 0
+    out = capsys.readouterr().out
+    assert "seed-1: committed in" in out and "0 failed of 1 launched" in out
+    assert (tmp_path / "kept" / "vat_mnist100" / "seed-2" / SUMMARY_NAME).is_file()
+
+    # With other settings the committed run is neither reused nor overwritten.
     committed = (kept / METRICS_NAME).read_bytes()
-    (run / METRICS_NAME).write_bytes(committed.replace(b'"epoch": 1', b'"epoch": 1, "rerun": 1'))
-    assert protocol.keep_run(run, lambda _: kept) is None
+    other = [*command[:-4], "--root", str(tmp_path / "other"), *command[-2:]]
+    assert protocol.main(other + sets([*TINY, "optim.lr=0.01"])) == 0
+    assert "already holds this seed's run" in capsys.readouterr().out
     assert (kept / METRICS_NAME).read_bytes() == committed
 
     table, found = protocol.table1(tmp_path / "kept")
-    assert [r.folder for r in found["vat_mnist100"]] == [kept]
+    assert [r.folder for r in found["vat_mnist100"]] == [kept, kept.with_name("seed-2")]
     row = next(line for line in table.splitlines() if line.startswith("| 100 | VAT |"))
-    assert f"| {100 * final_accuracy(kept):.2f} |" in row
-    assert "| 1 (2) |" in row  # one run of 1 × 2 updates
+    finals = [final_accuracy(run.folder) for run in found["vat_mnist100"]]
+    assert f"| {100 * sum(finals) / 2:.2f} ± " in row
+    assert "| 2 (2) |" in row  # two runs of 1 × 2 updates
     assert next(line for line in table.splitlines() if line.startswith("| 20 | FAT |")).startswith(
         "| 20 | FAT | 0 |"
     )
