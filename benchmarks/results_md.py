@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ssl_core.engine.launches import cpu_model_name
 from ssl_core.experiments.report import format_stat
 from ssl_core.experiments.report import mean_std as stat_of
 
@@ -29,14 +30,7 @@ HEADER = (
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model_name()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
         f"{cpu}, {os.cpu_count()} cores, {device}; torch {torch.__version__},"
