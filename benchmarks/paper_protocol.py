@@ -30,6 +30,7 @@ import argparse
 import filecmp
 import shutil
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -256,6 +257,18 @@ def table1(results: Path) -> tuple[str, dict[str, list[RunRecord]]]:
     return "\n".join(rows), found
 
 
+def trained_on(found: dict[str, list[RunRecord]]) -> str:
+    """Where the tabled runs trained, from their summaries (the machine line above names
+    where the tables were compiled, which need not be where the runs trained)."""
+    counts = Counter(
+        str(run.summary.get("processor") or "processor not recorded")
+        for runs in found.values()
+        for run in runs
+    )
+    places = "; ".join(f"{name}: {n}" for name, n in sorted(counts.items()))
+    return f"Runs by the processor they trained on (their `summary.json`): {places}."
+
+
 def tuned_title(title: str) -> str:
     return f"{title}, settings chosen on validation"
 
@@ -333,6 +346,8 @@ def report(args: argparse.Namespace) -> int:
         ' "running BN stats" scores the same weights with the running averages of the'
         ' labeled passes; "best epoch on test" picks the best epoch by its test accuracy'
         " (optimistic; the official Bad GAN figure is of this kind).",
+        "",
+        trained_on(found),
         "",
         "### Table 1 (MNIST)",
         "",

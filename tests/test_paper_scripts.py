@@ -120,6 +120,15 @@ def test_protocol_tables_settings_chosen_on_validation_beside_the_paper_s(
     assert tuned_row.endswith("| 67.04 |")
     assert not any("FAT, settings chosen" in row for row in rows)  # no tuned FAT recipe
 
+    summary = json.loads((kept / SUMMARY_NAME).read_text())
+    assert protocol.trained_on(found) == (
+        f"Runs by the processor they trained on (their `summary.json`): {summary['processor']}: 1."
+    )
+    del summary["processor"]  # runs from before summaries recorded it
+    (kept / SUMMARY_NAME).write_text(json.dumps(summary))
+    _, found = protocol.table1(tmp_path / "kept")
+    assert protocol.trained_on(found).endswith(": processor not recorded: 1.")
+
 
 def test_protocol_keeps_nothing_of_an_unfinished_run(
     scripts: tuple[ModuleType, ModuleType], tmp_path: Path
